@@ -1,0 +1,318 @@
+"""Building blocks of the YOLOv6 networks.
+
+Every block maps ``(B, C_in, H, W)`` to ``(B, C_out, H', W')`` with ``H' = H / stride``.
+Blocks that hold a BatchNorm or several parallel branches implement ``fuse()``, which
+turns them into the single-branch inference form in place (structural
+re-parameterization); ``fuse()`` is idempotent.
+
+Sub-module names follow the published YOLOv6 checkpoints (``rbr_dense``, ``rbr_1x1``,
+``rbr_identity``, ``cv1`` ..., ``conv1``/``block``) so official weights map onto these
+modules one to one (see :mod:`repyolo.io.official`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "identity": nn.Identity}
+
+
+def make_act(name: str) -> nn.Module:
+    """``'relu' | 'silu' | 'identity'`` -> a fresh activation module."""
+    try:
+        return ACTIVATIONS[name]() if name == "identity" else ACTIVATIONS[name](inplace=True)
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+def fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BatchNorm into the conv kernel that precedes it.
+
+    Args:
+        kernel: ``(C_out, C_in/g, k, k)`` conv weight (bias-free conv).
+        bn: BatchNorm over ``C_out`` channels.
+    Returns:
+        the fused kernel of the same shape and a bias ``(C_out,)``.
+    """
+    std = (bn.running_var + bn.eps).sqrt()
+    scale = bn.weight / std
+    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+class ConvBNAct(nn.Module):
+    """Conv2d (no bias) + BatchNorm + activation; ``fuse()`` folds the BN into the conv.
+
+    ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. ``padding`` defaults to ``k // 2``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int = 1, s: int = 1, p: int | None = None,
+                 groups: int = 1, act: str = "relu"):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, s, k // 2 if p is None else p, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = make_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn is None:
+            return self.act(self.conv(x))
+        return self.act(self.bn(self.conv(x)))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.bn is None:
+            return
+        w, b = fold_bn(self.conv.weight, self.bn)
+        c = self.conv
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+                          groups=c.groups, bias=True).to(w.device, w.dtype)
+        fused.weight.copy_(w)
+        fused.bias.copy_(b)
+        self.conv = fused
+        self.bn = None
+
+
+class ConvBN(nn.Module):
+    """Conv2d (no bias) + BatchNorm, no activation: one branch of a RepVGG block."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, s: int = 1, p: int = 0, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, s, p, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class RepVGGBlock(nn.Module):
+    """RepVGG block: 3x3 conv+BN, 1x1 conv+BN and (when shapes allow) an identity BN, summed, then ReLU.
+
+    ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. After ``fuse()`` the three branches are one
+    3x3 conv with bias (``rbr_reparam``), which computes exactly the same function in eval mode.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1, act: str = "relu"):
+        super().__init__()
+        if k != 3:
+            raise ValueError("RepVGGBlock supports kernel size 3 only")
+        self.in_channels, self.out_channels, self.stride = c_in, c_out, s
+        self.act = make_act(act)
+        self.rbr_identity = nn.BatchNorm2d(c_in) if c_in == c_out and s == 1 else None
+        self.rbr_dense = ConvBN(c_in, c_out, 3, s, 1)
+        self.rbr_1x1 = ConvBN(c_in, c_out, 1, s, 0)
+        self.rbr_reparam: nn.Conv2d | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rbr_reparam is not None:
+            return self.act(self.rbr_reparam(x))
+        y = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            y = y + self.rbr_identity(x)
+        return self.act(y)
+
+    @torch.no_grad()
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single 3x3 kernel ``(c_out, c_in, 3, 3)`` and bias ``(c_out,)`` of the three branches."""
+        k3, b3 = fold_bn(self.rbr_dense.conv.weight, self.rbr_dense.bn)
+        k1, b1 = fold_bn(self.rbr_1x1.conv.weight, self.rbr_1x1.bn)
+        kernel = k3 + F.pad(k1, [1, 1, 1, 1])
+        bias = b3 + b1
+        if self.rbr_identity is not None:
+            eye = torch.zeros_like(k3)
+            idx = torch.arange(self.in_channels, device=eye.device)
+            eye[idx, idx, 1, 1] = 1.0
+            ki, bi = fold_bn(eye, self.rbr_identity)
+            kernel, bias = kernel + ki, bias + bi
+        return kernel, bias
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.rbr_reparam is not None:
+            return
+        kernel, bias = self.equivalent_kernel_bias()
+        conv = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
+        conv = conv.to(kernel.device, kernel.dtype)
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(bias)
+        self.rbr_reparam = conv
+        del self.rbr_dense, self.rbr_1x1, self.rbr_identity
+        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
+
+
+def basic_block(kind: str, act: str):
+    """The 3x3 building block of a model: ``'repvgg'`` (re-parameterizable) or ``'conv'`` (ConvBNAct).
+
+    The large models (``yolov6l``) train plain 3x3 Conv+BN+SiLU blocks instead of RepVGG
+    blocks; both have the signature ``block(c_in, c_out, k=3, s=1)``.
+    """
+    if kind == "repvgg":
+        return lambda c_in, c_out, k=3, s=1: RepVGGBlock(c_in, c_out, k, s, act=act)
+    if kind == "conv":
+        return lambda c_in, c_out, k=3, s=1: ConvBNAct(c_in, c_out, k, s, act=act)
+    raise ValueError(f"unknown block kind {kind!r}; expected 'repvgg' or 'conv'")
+
+
+class RepBlock(nn.Module):
+    """A stage of ``n`` blocks: ``conv1`` (c_in -> c_out) then ``n - 1`` blocks (c_out -> c_out).
+
+    With ``bottle=True`` (CSPStackRep) the units are :class:`BottleRep` pairs and only
+    ``n // 2`` of them are built, as in YOLOv6.
+    """
+
+    def __init__(self, c_in: int, c_out: int, n: int = 1, block=None, bottle: bool = False):
+        super().__init__()
+        block = block or basic_block("repvgg", "relu")
+        if bottle:
+            n = max(n // 2, 1)
+            make = lambda ci, co: BottleRep(ci, co, block, weighted=True)  # noqa: E731
+        else:
+            make = block
+        self.conv1 = make(c_in, c_out)
+        self.block = nn.Sequential(*(make(c_out, c_out) for _ in range(n - 1))) if n > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        return self.block(x) if self.block is not None else x
+
+
+class BottleRep(nn.Module):
+    """Two 3x3 blocks with a (learnably weighted) residual: ``y = conv2(conv1(x)) + alpha * x``."""
+
+    def __init__(self, c_in: int, c_out: int, block, weighted: bool = False):
+        super().__init__()
+        self.conv1 = block(c_in, c_out)
+        self.conv2 = block(c_out, c_out)
+        self.shortcut = c_in == c_out
+        self.alpha = nn.Parameter(torch.ones(1)) if weighted else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(self.conv1(x))
+        if not self.shortcut:
+            return y
+        return y + (self.alpha * x if self.alpha is not None else x)
+
+
+class BepC3(nn.Module):
+    """CSPStackRep block: two 1x1 branches, one through ``n // 2`` BottleRep pairs, concatenated and mixed.
+
+    ``(B, c_in, H, W) -> (B, c_out, H, W)``; the hidden width is ``int(c_out * e)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, n: int = 1, e: float = 0.5, block=None, act: str = "relu"):
+        super().__init__()
+        c_ = int(c_out * e)
+        self.cv1 = ConvBNAct(c_in, c_, 1, 1, act=act)
+        self.cv2 = ConvBNAct(c_in, c_, 1, 1, act=act)
+        self.cv3 = ConvBNAct(2 * c_, c_out, 1, 1, act=act)
+        self.m = RepBlock(c_, c_, n, block=block, bottle=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: three chained k x k max-pools of a 1x1-reduced input, concatenated.
+
+    With ReLU this is the paper's SimSPPF. ``(B, c_in, H, W) -> (B, c_out, H, W)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int = 5, act: str = "relu"):
+        super().__init__()
+        c_ = c_in // 2
+        self.cv1 = ConvBNAct(c_in, c_, 1, 1, act=act)
+        self.cv2 = ConvBNAct(c_ * 4, c_out, 1, 1, act=act)
+        self.m = nn.MaxPool2d(k, 1, k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cv1(x)
+        y1 = self.m(x)
+        y2 = self.m(y1)
+        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+
+
+class CSPSPPF(nn.Module):
+    """CSP version of SPPF (v3): a pooled branch with 3x3 convs beside a 1x1 shortcut branch.
+
+    With ReLU this is SimCSPSPPF. ``(B, c_in, H, W) -> (B, c_out, H, W)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int = 5, e: float = 0.5, act: str = "relu"):
+        super().__init__()
+        c_ = int(c_out * e)
+        self.cv1 = ConvBNAct(c_in, c_, 1, 1, act=act)
+        self.cv2 = ConvBNAct(c_in, c_, 1, 1, act=act)
+        self.cv3 = ConvBNAct(c_, c_, 3, 1, act=act)
+        self.cv4 = ConvBNAct(c_, c_, 1, 1, act=act)
+        self.m = nn.MaxPool2d(k, 1, k // 2)
+        self.cv5 = ConvBNAct(4 * c_, c_, 1, 1, act=act)
+        self.cv6 = ConvBNAct(c_, c_, 3, 1, act=act)
+        self.cv7 = ConvBNAct(2 * c_, c_out, 1, 1, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.cv4(self.cv3(self.cv1(x)))
+        y0 = self.cv2(x)
+        y1 = self.m(x1)
+        y2 = self.m(y1)
+        y3 = self.cv6(self.cv5(torch.cat((x1, y1, y2, self.m(y2)), 1)))
+        return self.cv7(torch.cat((y0, y3), 1))
+
+
+class SPPFWrapper(nn.Module):
+    """Holds the pooling block under the attribute name the official checkpoints use."""
+
+    def __init__(self, c_in: int, c_out: int, csp: bool, act: str):
+        super().__init__()
+        if csp:
+            self.cspsppf = CSPSPPF(c_in, c_out, 5, act=act)
+        else:
+            self.sppf = SPPF(c_in, c_out, 5, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cspsppf(x) if hasattr(self, "cspsppf") else self.sppf(x)
+
+
+class Transpose(nn.Module):
+    """2x learned up-sampling (transposed conv, k=2, s=2): ``(B, c_in, H, W) -> (B, c_out, 2H, 2W)``."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.upsample_transpose = nn.ConvTranspose2d(c_in, c_out, 2, 2, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample_transpose(x)
+
+
+class BiC(nn.Module):
+    """Bidirectional concatenation (v3): fuse the up-sampled top-down feature with two backbone levels.
+
+    Inputs ``[top (B, c_out, H/2, W/2), same (B, c_same, H, W), finer (B, c_fine, 2H, 2W)]``;
+    output ``(B, c_out, H, W)``: ``cv3(cat(up(top), cv1(same), down(cv2(finer))))``.
+    """
+
+    def __init__(self, c_same: int, c_fine: int, c_out: int, act: str = "relu"):
+        super().__init__()
+        self.cv1 = ConvBNAct(c_same, c_out, 1, 1, act=act)
+        self.cv2 = ConvBNAct(c_fine, c_out, 1, 1, act=act)
+        self.cv3 = ConvBNAct(c_out * 3, c_out, 1, 1, act=act)
+        self.upsample = Transpose(c_out, c_out)
+        self.downsample = ConvBNAct(c_out, c_out, 3, 2, act=act)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        top, same, finer = xs
+        return self.cv3(torch.cat((self.upsample(top), self.cv1(same), self.downsample(self.cv2(finer))), 1))
+
+
+def stage_block(c_in: int, c_out: int, n: int, csp_e: float | None, block, act: str) -> nn.Module:
+    """A stage of the backbone or neck: RepBlock (small models) or BepC3/CSPStackRep (``csp_e`` set)."""
+    if csp_e is None:
+        return RepBlock(c_in, c_out, n, block=block)
+    return BepC3(c_in, c_out, n, e=csp_e, block=block, act=act)
+
+
+@torch.no_grad()
+def fuse_modules(model: nn.Module) -> nn.Module:
+    """Re-parameterize every block of ``model`` in place (RepVGG branches, BN folding); returns it."""
+    for m in list(model.modules()):
+        if isinstance(m, (RepVGGBlock, ConvBNAct)):
+            m.fuse()
+    return model

@@ -1,0 +1,144 @@
+"""The efficient decoupled head of YOLOv6 (anchor-free, anchor-point based).
+
+Per level ``i`` (hybrid channels: one 3x3 conv per branch, as wide as the neck output):
+``x = stems[i](f_i)``; classes ``cls_preds[i](cls_convs[i](x))``; box
+``reg_preds[i](reg_convs[i](x))``: four distances l, t, r, b from the anchor point,
+in units of the level's stride, either directly (``use_dfl=False``) or as a
+distribution over ``reg_max + 1`` bins (DFL) whose expectation is the distance.
+
+Optional training-only branches, dropped by ``fuse()``:
+- ``aux_anchor`` (v3 anchor-aided training): ``cls_preds_ab`` / ``reg_preds_ab`` predict
+  for ``na`` anchor boxes per point.
+- ``aux_dist`` (v3 DLD): ``reg_preds_dist``, a DFL regression branch used to distil location.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from repyolo.nn.blocks import ConvBNAct
+from repyolo.ops.boxes import dist2bbox, make_anchors
+
+
+class EffiDeHead(nn.Module):
+    """Decoupled head.
+
+    Args:
+        in_channels: neck output channels per level, finest first.
+        num_classes: ``nc``.
+        strides: stride of each level, e.g. ``[8, 16, 32]``.
+        reg_max: DFL bins - 1 (16 in YOLOv6); ``use_dfl``: whether ``reg_preds`` predicts bins.
+        act: activation of the stem/branch convs (``'silu'`` in v3).
+        aux_anchor: number of anchors of the anchor-aided branch (0 = none).
+        aux_dist: build the DLD ``reg_preds_dist`` branch.
+
+    Forward ``feats`` (list of ``(B, C_i, H_i, W_i)``):
+        eval -> ``(B, A, 4 + nc)``: ``x1 y1 x2 y2`` in input pixels, class scores in 0..1.
+        train -> dict with ``cls`` ``(B, A, nc)`` logits, ``reg`` ``(B, A, 4)`` distances or
+        ``(B, A, 4 * (reg_max + 1))`` DFL logits, ``anchors`` ``(A, 2)`` pixel points,
+        ``strides`` ``(A, 1)``, ``feats`` (the neck outputs), and the auxiliary outputs
+        ``reg_dist`` ``(B, A, 4 * (reg_max + 1))``, ``cls_ab`` ``(B, A * na, nc)``,
+        ``reg_ab`` ``(B, A * na, 4)`` when those branches exist.
+    """
+
+    prior_prob = 1e-2
+
+    def __init__(self, in_channels: list[int], num_classes: int = 80, strides: list[int] | None = None,
+                 reg_max: int = 16, use_dfl: bool = False, act: str = "silu", aux_anchor: int = 0,
+                 aux_dist: bool = False):
+        super().__init__()
+        self.nc = num_classes
+        self.nl = len(in_channels)
+        self.strides = list(strides or [8 * 2 ** i for i in range(self.nl)])
+        self.reg_max = reg_max
+        self.use_dfl = use_dfl
+        self.na = aux_anchor
+        n_reg = 4 * (reg_max + 1) if use_dfl else 4
+        self.stems = nn.ModuleList(ConvBNAct(c, c, 1, 1, act=act) for c in in_channels)
+        self.cls_convs = nn.ModuleList(ConvBNAct(c, c, 3, 1, act=act) for c in in_channels)
+        self.reg_convs = nn.ModuleList(ConvBNAct(c, c, 3, 1, act=act) for c in in_channels)
+        self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in in_channels)
+        self.reg_preds = nn.ModuleList(nn.Conv2d(c, n_reg, 1) for c in in_channels)
+        self.cls_preds_ab = self.reg_preds_ab = self.reg_preds_dist = None
+        if aux_anchor:
+            self.cls_preds_ab = nn.ModuleList(nn.Conv2d(c, num_classes * aux_anchor, 1) for c in in_channels)
+            self.reg_preds_ab = nn.ModuleList(nn.Conv2d(c, 4 * aux_anchor, 1) for c in in_channels)
+        if aux_dist:
+            self.reg_preds_dist = nn.ModuleList(nn.Conv2d(c, 4 * (reg_max + 1), 1) for c in in_channels)
+        self.register_buffer("proj", torch.linspace(0, reg_max, reg_max + 1))
+        self.proj_conv = nn.Conv2d(reg_max + 1, 1, 1, bias=False)
+        self.proj_conv.weight.requires_grad_(False)
+        self._anchor_cache: dict = {}
+        self.initialize_biases()
+
+    @torch.no_grad()
+    def initialize_biases(self) -> None:
+        """Class logits start at the prior probability, box outputs at 1 stride, all weights 0."""
+        cls_bias = -math.log((1 - self.prior_prob) / self.prior_prob)
+        for convs, bias in ((self.cls_preds, cls_bias), (self.cls_preds_ab, cls_bias),
+                            (self.reg_preds, 1.0), (self.reg_preds_ab, 1.0), (self.reg_preds_dist, 1.0)):
+            for conv in convs or []:
+                conv.weight.zero_()
+                conv.bias.fill_(bias)
+        self.proj.copy_(torch.linspace(0, self.reg_max, self.reg_max + 1))
+        self.proj_conv.weight.copy_(self.proj.view(1, -1, 1, 1))
+
+    def anchors(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor points ``(A, 2)`` (pixels) and strides ``(A, 1)`` for these feature maps (cached)."""
+        shapes = tuple(tuple(f.shape[2:]) for f in feats)
+        key = (shapes, feats[0].device, feats[0].dtype)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+            return make_anchors(list(shapes), self.strides, 0.5, feats[0].device, feats[0].dtype)
+        if key not in self._anchor_cache:
+            self._anchor_cache = {key: make_anchors(list(shapes), self.strides, 0.5, *key[1:])}
+        return self._anchor_cache[key]
+
+    def dfl_decode(self, reg: torch.Tensor) -> torch.Tensor:
+        """``(B, A, 4 * (reg_max + 1))`` bin logits -> ``(B, A, 4)`` expected distances (stride units)."""
+        b, a, _ = reg.shape
+        prob = reg.view(b, a, 4, self.reg_max + 1).softmax(-1)
+        return prob @ self.proj.to(prob.dtype)
+
+    @staticmethod
+    def _flatten(x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, H * W, C)``."""
+        return x.flatten(2).transpose(1, 2)
+
+    def forward(self, feats: list[torch.Tensor]):
+        cls_out, reg_out, dist_out, cls_ab, reg_ab = [], [], [], [], []
+        for i, f in enumerate(feats):
+            x = self.stems[i](f)
+            cls_feat = self.cls_convs[i](x)
+            reg_feat = self.reg_convs[i](x)
+            cls_out.append(self._flatten(self.cls_preds[i](cls_feat)))
+            reg_out.append(self._flatten(self.reg_preds[i](reg_feat)))
+            if self.training:
+                if self.reg_preds_dist is not None:
+                    dist_out.append(self._flatten(self.reg_preds_dist[i](reg_feat)))
+                if self.cls_preds_ab is not None:
+                    b, _, h, w = cls_feat.shape
+                    c = self.cls_preds_ab[i](cls_feat).view(b, self.na, self.nc, h * w)
+                    r = self.reg_preds_ab[i](reg_feat).view(b, self.na, 4, h * w)
+                    cls_ab.append(c.permute(0, 3, 1, 2).reshape(b, h * w * self.na, self.nc))
+                    reg_ab.append(r.permute(0, 3, 1, 2).reshape(b, h * w * self.na, 4))
+        cls = torch.cat(cls_out, 1)
+        reg = torch.cat(reg_out, 1)
+        points, strides = self.anchors(feats)
+        if self.training:
+            out = {"cls": cls, "reg": reg, "anchors": points, "strides": strides, "feats": feats}
+            if dist_out:
+                out["reg_dist"] = torch.cat(dist_out, 1)
+            if cls_ab:
+                out["cls_ab"] = torch.cat(cls_ab, 1)
+                out["reg_ab"] = torch.cat(reg_ab, 1)
+            return out
+        dist = self.dfl_decode(reg) if self.use_dfl else reg
+        boxes = dist2bbox(dist * strides, points)
+        return torch.cat((boxes, cls.sigmoid()), -1)
+
+    def drop_aux(self) -> None:
+        """Remove the training-only branches (anchor-aided, DLD) for deployment."""
+        self.cls_preds_ab = self.reg_preds_ab = self.reg_preds_dist = None
+        self.na = 0

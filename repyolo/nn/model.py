@@ -1,0 +1,140 @@
+"""The YOLOv6 detector: backbone -> neck -> decoupled head, built from a YAML config.
+
+A model config is plain data (YAML, never executed):
+
+.. code-block:: yaml
+
+    name: yolov6n
+    depth_multiple: 0.33
+    width_multiple: 0.25
+    block: repvgg            # 3x3 unit: repvgg | conv (plain Conv-BN-act, yolov6l)
+    act: relu                # relu | silu
+    csp_e: null              # BepC3 hidden ratio (M: 0.6667, L: 0.5), null = RepBlock stages
+    backbone: {repeats: [1, 6, 12, 18, 6], channels: [64, 128, 256, 512, 1024], fuse_p2: true, cspsppf: true}
+    neck: {fusion: bic, repeats: [12, 12, 12, 12], channels: [256, 128, 128, 256, 256, 512]}
+    head: {use_dfl: false, reg_max: 16, act: silu, aux_anchor: 0, aux_dist: false}
+    strides: [8, 16, 32]
+    loss: {iou_type: siou}
+    atss_warmup_epochs: 0
+
+``depth_multiple`` scales repeats (``max(round(n * d), 1)`` for ``n > 1``), ``width_multiple``
+scales channels (rounded up to a multiple of 8).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import yaml
+
+from repyolo.errors import ConfigError
+from repyolo.nn.backbone import EfficientRep
+from repyolo.nn.blocks import fuse_modules
+from repyolo.nn.head import EffiDeHead
+from repyolo.nn.neck import RepPAN
+
+CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
+
+
+def available_models() -> list[str]:
+    """Names of the bundled model configs (``yolov6n`` ... ``yolov6l6``, ``*-v2``)."""
+    return sorted(p.stem for p in CFG_DIR.glob("yolov6*.yaml"))
+
+
+def load_model_config(name_or_yaml: str | Path | dict) -> dict:
+    """Resolve a bundled model name, a YAML path or a dict into a config dict (a fresh copy)."""
+    if isinstance(name_or_yaml, dict):
+        return copy.deepcopy(name_or_yaml)
+    text = str(name_or_yaml)
+    path = Path(text)
+    if not path.suffix and (CFG_DIR / f"{text}.yaml").is_file():
+        path = CFG_DIR / f"{text}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown model {text!r}: not a file and not one of {', '.join(available_models())}")
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(cfg, dict) or "backbone" not in cfg or "neck" not in cfg:
+        raise ConfigError(f"{path}: a model config needs 'backbone' and 'neck' sections")
+    cfg.setdefault("name", path.stem)
+    return cfg
+
+
+def scale_depth(n: int, d: float) -> int:
+    return max(round(n * d), 1) if n > 1 else n
+
+
+def scale_width(c: int, w: float) -> int:
+    return int(math.ceil(c * w / 8) * 8)
+
+
+class YOLOv6(nn.Module):
+    """YOLOv6 detector.
+
+    ``forward(x)`` with ``x`` float ``(B, 3, H, W)`` in 0..1 (H, W multiples of the largest stride):
+    in eval mode ``(B, A, 4 + nc)`` (xyxy pixels + class scores, before NMS); in training mode
+    the head's dict of raw outputs (see :class:`~repyolo.nn.head.EffiDeHead`).
+    """
+
+    def __init__(self, cfg: dict, num_classes: int = 80):
+        super().__init__()
+        self.cfg = copy.deepcopy(cfg)
+        self.cfg["nc"] = self.nc = int(num_classes)
+        self.names = [str(i) for i in range(self.nc)]
+        try:
+            d, w = float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0))
+            block, act = cfg.get("block", "repvgg"), cfg.get("act", "relu")
+            csp_e = cfg.get("csp_e")
+            b, n, h = cfg["backbone"], cfg["neck"], cfg.get("head", {})
+            fusion = n.get("fusion", "bic")
+            self.backbone = EfficientRep(
+                [scale_width(c, w) for c in b["channels"]], [scale_depth(r, d) for r in b["repeats"]],
+                block=block, act=act, csp_e=csp_e, fuse_p2=fusion == "bic", cspsppf=b.get("cspsppf", False))
+            self.neck = RepPAN(
+                self.backbone.out_channels, [scale_width(c, w) for c in n["channels"]],
+                [scale_depth(r, d) for r in n["repeats"]], fusion=fusion, csp_e=csp_e, block=block, act=act)
+            strides = cfg.get("strides") or [8 * 2 ** i for i in range(len(self.neck.out_channels))]
+            self.detect = EffiDeHead(
+                self.neck.out_channels, self.nc, strides, reg_max=h.get("reg_max", 16),
+                use_dfl=h.get("use_dfl", False), act=h.get("act", "silu"), aux_anchor=h.get("aux_anchor", 0),
+                aux_dist=h.get("aux_dist", False))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"model config {cfg.get('name', '?')!r} is malformed: {exc!r}") from None
+        self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32), persistent=False)
+        self.is_fused = False
+
+    def forward(self, x: torch.Tensor):
+        return self.detect(self.neck(self.backbone(x)))
+
+    def fuse(self) -> "YOLOv6":
+        """Re-parameterize in place for deployment: every RepVGG block becomes one 3x3 conv, every
+        BN is folded into its conv, training-only head branches are dropped. Idempotent; returns self."""
+        fuse_modules(self)
+        self.detect.drop_aux()
+        self.cfg.setdefault("head", {})
+        self.cfg["head"] = {**self.cfg["head"], "aux_anchor": 0, "aux_dist": False}
+        self.is_fused = True
+        return self
+
+    @property
+    def max_stride(self) -> int:
+        return int(self.stride.max())
+
+
+def build_model(name_or_yaml: str | Path | dict, num_classes: int = 80, **overrides) -> YOLOv6:
+    """Build a YOLOv6 model from a bundled name (``yolov6n`` ...), a YAML path or a config dict.
+
+    ``overrides`` replace top-level config keys (e.g. ``head={...}``). Weights are randomly
+    initialized (BN eps 1e-3, momentum 0.03, as in YOLOv6).
+    """
+    cfg = load_model_config(name_or_yaml)
+    cfg.update(overrides)
+    model = YOLOv6(cfg, num_classes)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-3, 0.03
+    return model

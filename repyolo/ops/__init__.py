@@ -1,0 +1,1 @@
+"""Box geometry and post-processing operators (pure tensor code, no model state)."""

@@ -1,0 +1,81 @@
+"""Box formats, anchor points and the anchor-point box coding of YOLOv6.
+
+Conventions: ``xyxy`` = corners in pixels, ``xywh`` = centre + size (``cxcywh``),
+``ltrb`` = distances from an anchor point to the left, top, right and bottom edges.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def xyxy2xywh(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` corners -> ``(..., 4)`` centre x, centre y, width, height."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), -1)
+
+
+def xywh2xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` centre x, centre y, width, height -> ``(..., 4)`` corners."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
+
+
+def make_anchors(
+    feature_shapes: list[tuple[int, int]],
+    strides: list[int],
+    offset: float = 0.5,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anchor points of every feature level, concatenated level by level (row-major).
+
+    Args:
+        feature_shapes: ``[(H_l, W_l), ...]`` per level.
+        strides: the stride of each level in input pixels.
+        offset: 0.5 puts the point at the cell centre.
+    Returns:
+        points ``(A, 2)`` as ``x, y`` in input pixels, and strides ``(A, 1)``,
+        where ``A = sum(H_l * W_l)``.
+    """
+    points, stride_list = [], []
+    for (h, w), s in zip(feature_shapes, strides):
+        ys = (torch.arange(h, device=device, dtype=dtype) + offset) * s
+        xs = (torch.arange(w, device=device, dtype=dtype) + offset) * s
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        points.append(torch.stack((xx, yy), -1).reshape(-1, 2))
+        stride_list.append(torch.full((h * w, 1), float(s), device=device, dtype=dtype))
+    return torch.cat(points), torch.cat(stride_list)
+
+
+def dist2bbox(distance: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Decode ``(..., A, 4)`` ltrb distances at ``(A, 2)`` points into ``(..., A, 4)`` xyxy."""
+    lt, rb = distance[..., :2], distance[..., 2:]
+    return torch.cat((points - lt, points + rb), -1)
+
+
+def bbox2dist(points: torch.Tensor, boxes: torch.Tensor, max_dist: float | None = None) -> torch.Tensor:
+    """Encode ``(..., A, 4)`` xyxy boxes as ltrb distances from ``(A, 2)`` points.
+
+    ``max_dist`` clamps the distances to ``[0, max_dist - 0.01]`` (for DFL targets).
+    """
+    lt = points - boxes[..., :2]
+    rb = boxes[..., 2:] - points
+    dist = torch.cat((lt, rb), -1)
+    if max_dist is not None:
+        dist = dist.clamp(0, max_dist - 0.01)
+    return dist
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` xyxy -> ``(...)`` area (negative sizes count as 0)."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """Pairwise IoU of ``(..., N, 4)`` and ``(..., M, 4)`` xyxy boxes -> ``(..., N, M)``."""
+    a1 = box_area(boxes1)[..., :, None]
+    a2 = box_area(boxes2)[..., None, :]
+    lt = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    return inter / (a1 + a2 - inter + eps)
