@@ -1,0 +1,38 @@
+"""Shared test fixtures: the real data sets beside the repo (skipped with a reason when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _dataset(name: str) -> Path:
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name!r} not found at {path} (CI has ../shared/datasets; a user clone may not)")
+    return path
+
+
+@pytest.fixture
+def coco128() -> Path:
+    """``../shared/datasets/coco128`` (YOLO txt + COCO json train split, real val split)."""
+    return _dataset("coco128")
+
+
+@pytest.fixture
+def bccd() -> Path:
+    """``../shared/datasets/bccd`` (Pascal VOC xml, 3 classes)."""
+    return _dataset("bccd")
+
+
+@pytest.fixture
+def demo_images() -> Path:
+    """``../shared/datasets/demo_images`` (5 unlabelled photos)."""
+    return _dataset("demo_images")
