@@ -79,3 +79,32 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-9) -> to
     rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
     return inter / (a1 + a2 - inter + eps)
+
+
+def box_iou_aligned(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """IoU of matching xyxy boxes: ``(..., 4)`` and ``(..., 4)`` (broadcastable) -> ``(...)``.
+
+    Unlike :func:`box_iou` (every pair of two sets) this pairs element ``i`` with element ``i``;
+    broadcasting ``(B, n, 1, 4)`` against ``(B, 1, A, 4)`` gives the ``(B, n, A)`` table without
+    building ``(..., 2)`` corner grids for each axis separately.
+    """
+    w = (torch.minimum(boxes1[..., 2], boxes2[..., 2]) - torch.maximum(boxes1[..., 0], boxes2[..., 0])).clamp(min=0)
+    h = (torch.minimum(boxes1[..., 3], boxes2[..., 3]) - torch.maximum(boxes1[..., 1], boxes2[..., 1])).clamp(min=0)
+    inter = w * h
+    return inter / (box_area(boxes1) + box_area(boxes2) - inter + eps)
+
+
+def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """Whether each point lies strictly inside each box.
+
+    Args:
+        points: ``(A, 2)`` x, y.
+        boxes: ``(..., n, 4)`` xyxy.
+        eps: a point must be more than ``eps`` from every edge (points on an edge are outside).
+    Returns:
+        ``(..., n, A)`` bool.
+    """
+    x, y = points[:, 0], points[:, 1]
+    x1, y1, x2, y2 = (boxes[..., i, None] for i in range(4))
+    inside = torch.minimum(torch.minimum(x - x1, y - y1), torch.minimum(x2 - x, y2 - y))
+    return inside > eps
