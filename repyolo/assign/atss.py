@@ -1,0 +1,101 @@
+"""ATSS: Adaptive Training Sample Selection (Zhang et al., 2020), YOLOv6's warm-up assigner.
+
+For every ground truth:
+
+1. each anchor point gets a virtual anchor box of ``anchor_scale`` (5) x its stride;
+2. on every feature level the ``topk`` (9) anchor points nearest to the ground-truth centre are
+   candidates;
+3. the IoU threshold is ``mean + std`` of the candidates' anchor-box IoUs (unbiased std);
+4. positives are candidates with IoU > threshold whose point lies strictly inside the box;
+5. an anchor claimed by several ground truths goes to the one with the highest anchor-box IoU.
+
+The class target is one-hot; with ``iou_weighted=True`` and predictions given it is scaled by
+the IoU between the anchor's predicted box and its assigned ground truth (as YOLOv6 does).
+"""
+from __future__ import annotations
+
+import torch
+
+from repyolo.assign.common import (AssignResult, check_inputs, empty_targets, gather_targets, resolve_conflicts,
+                                   stride_per_anchor)
+from repyolo.ops.boxes import box_iou, box_iou_aligned, points_in_boxes
+
+
+class ATSSAssigner:
+    """Static (prediction-free) assigner.
+
+    Args:
+        num_classes: ``nc``.
+        topk: candidates per level per ground truth.
+        anchor_scale: virtual anchor box side in strides.
+        iou_weighted: scale one-hot class targets by the predicted box's IoU with its ground truth.
+        eps: margin for "strictly inside".
+    """
+
+    def __init__(self, num_classes: int, topk: int = 9, anchor_scale: float = 5.0, iou_weighted: bool = True,
+                 eps: float = 1e-9):
+        self.num_classes = num_classes
+        self.topk = topk
+        self.anchor_scale = anchor_scale
+        self.iou_weighted = iou_weighted
+        self.eps = eps
+
+    @torch.no_grad()
+    def __call__(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor | None, anchor_points: torch.Tensor,
+                 gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
+                 num_anchors_per_level: list[int], strides) -> AssignResult:
+        """Assign targets.
+
+        Args:
+            pred_scores: ``(B, A, nc)`` probabilities (only its shape is used).
+            pred_bboxes: ``(B, A, 4)`` xyxy pixels, or None (then targets stay one-hot).
+            anchor_points: ``(A, 2)`` pixels.
+            gt_labels: ``(B, n, 1)`` long; gt_bboxes ``(B, n, 4)`` xyxy pixels; mask_gt ``(B, n, 1)``.
+            num_anchors_per_level: anchors of each level, in the order of ``anchor_points``.
+            strides: per-level strides (list) or per-anchor ``(A,)`` / ``(A, 1)`` tensor.
+        Returns:
+            ``target_labels`` ``(B, A)`` long (``nc`` = background), ``target_bboxes`` ``(B, A, 4)``,
+            ``target_scores`` ``(B, A, nc)``, ``fg_mask`` ``(B, A)`` bool.
+        """
+        check_inputs(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt)
+        if gt_bboxes.shape[1] == 0:
+            return empty_targets(pred_scores, self.num_classes)
+        a = anchor_points.shape[0]
+        if num_anchors_per_level is None or sum(num_anchors_per_level) != a:
+            raise ValueError(f"num_anchors_per_level {num_anchors_per_level} must sum to {a}")
+        stride = stride_per_anchor(strides, num_anchors_per_level, a, anchor_points)
+        gt_bboxes = gt_bboxes.to(anchor_points.dtype)
+        valid = mask_gt.bool()  # (B, n, 1)
+
+        half = (self.anchor_scale * stride / 2)[:, None]
+        anchor_boxes = torch.cat((anchor_points - half, anchor_points + half), -1)  # (A, 4)
+        overlaps = box_iou(gt_bboxes, anchor_boxes)  # (B, n, A)
+
+        centres = (gt_bboxes[..., :2] + gt_bboxes[..., 2:]) / 2  # (B, n, 2)
+        dist = (centres[..., None, :] - anchor_points).pow(2).sum(-1)  # (B, n, A) squared distance
+
+        candidates = torch.zeros_like(overlaps, dtype=torch.bool)
+        start = 0
+        for count in num_anchors_per_level:  # a loop over the (3 or 4) levels
+            k = min(self.topk, count)
+            if k > 0:
+                idx = dist[..., start:start + count].topk(k, -1, largest=False).indices + start
+                candidates.scatter_(-1, idx, True)
+            start += count
+
+        cand_iou = overlaps.masked_fill(~candidates, 0)
+        n_cand = candidates.sum(-1, keepdim=True).clamp(min=1)  # (B, n, 1), the same for every gt
+        mean = cand_iou.sum(-1, keepdim=True) / n_cand
+        var = ((overlaps - mean).pow(2) * candidates).sum(-1, keepdim=True) / (n_cand - 1).clamp(min=1)
+        threshold = mean + var.sqrt()
+
+        inside = points_in_boxes(anchor_points, gt_bboxes, self.eps)
+        mask_pos = candidates & (overlaps > threshold) & inside & valid
+
+        target_gt_idx, fg_mask, _ = resolve_conflicts(mask_pos, overlaps, largest=True)
+        labels, bboxes, scores, fg_mask = gather_targets(gt_labels, gt_bboxes, target_gt_idx, fg_mask,
+                                                         self.num_classes)
+        if self.iou_weighted and pred_bboxes is not None:
+            ious = box_iou_aligned(pred_bboxes.to(bboxes.dtype), bboxes) * fg_mask
+            scores = scores * ious[..., None]
+        return labels, bboxes, scores.to(pred_scores.dtype), fg_mask
