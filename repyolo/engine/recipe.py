@@ -1,0 +1,71 @@
+"""Training recipes: the published YOLOv6 schedule, and one that scales with short runs.
+
+The published recipe (COCO, 118k images, 300-400 epochs) warms up for
+``max(3 epochs, 1000 iterations)``, accumulates gradients to a nominal batch of 64 and
+keeps an EMA with decay 0.9999 ramped over 2000 updates. On a data set of a few hundred
+images those constants outlast the run: the warm-up can cover every iteration, the EMA
+barely moves from the random init, and accumulation leaves a few dozen optimizer steps.
+The ``small`` recipe scales all three with the run's own length; ``auto`` picks it when the
+published recipe would give fewer than ``SMALL_RUN_STEPS`` optimizer steps.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+SMALL_RUN_STEPS = 20_000
+
+
+@dataclass
+class Recipe:
+    """The resolved schedule constants of one training run."""
+
+    name: str
+    accumulate: int          # batches per optimizer step
+    warmup_iters: int        # batches of warm-up
+    lr0: float
+    weight_decay: float
+    ema_decay: float
+    ema_tau: float
+    reason: str
+    close_mosaic: int = 15   # epochs at the end without mosaic / mixup
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_recipe(hyp: dict, batch_size: int, batches_per_epoch: int, epochs: int, world_size: int = 1) -> Recipe:
+    """Turn ``hyp`` (``recipe: auto|yolov6|small``) and the run's size into concrete constants.
+
+    ``batch_size`` is per process; the effective batch is ``batch_size * world_size``.
+    """
+    total_batch = batch_size * world_size
+    nb, choice = max(batches_per_epoch, 1), hyp.get("recipe", "auto")
+    accumulate = max(round(hyp.get("nominal_batch", 64) / total_batch), 1)
+    steps_published = epochs * nb // accumulate
+    if choice == "auto":
+        choice = "small" if steps_published < SMALL_RUN_STEPS else "yolov6"
+        reason = (f"auto: the published recipe would make {steps_published} optimizer steps "
+                  f"({'<' if choice == 'small' else '>='} {SMALL_RUN_STEPS})")
+    else:
+        reason = "chosen by the user"
+    lr0 = float(hyp["lr0"])
+    if choice == "yolov6":
+        warmup = max(round(hyp.get("warmup_epochs", 3.0) * nb), int(hyp.get("warmup_min_iters", 1000)))
+        wd = hyp.get("weight_decay", 5e-4) * total_batch * accumulate / hyp.get("nominal_batch", 64)
+        return Recipe("yolov6", accumulate, warmup, lr0, wd, hyp.get("ema_decay", 0.9999),
+                      hyp.get("ema_tau", 2000), reason, int(hyp.get("close_mosaic", 15)))
+    if choice != "small":
+        raise ValueError(f"unknown recipe {choice!r}: use auto, yolov6 or small")
+    total_iters = epochs * nb
+    # warm-up: the published 3 epochs, but never more than 10% of the run
+    warmup = int(min(max(hyp.get("warmup_epochs", 3.0) * nb, 1), max(total_iters // 10, 1)))
+    # EMA: average over roughly the last 5% of the run instead of the last 10k updates
+    window = max(total_iters / 20, 10)
+    ema_decay = min(hyp.get("ema_decay", 0.9999), 1 - 1 / window)
+    ema_tau = min(hyp.get("ema_tau", 2000), max(total_iters / 20, 1))
+    # no accumulation: every batch is an optimizer step; LR scaled linearly from batch 32
+    lr = lr0 * min(total_batch / 32, 1.0) ** 0.5
+    wd = hyp.get("weight_decay", 5e-4) * total_batch / hyp.get("nominal_batch", 64)
+    # strong augmentation off for the published 15 of 300-400 epochs: at most ~1/5 of a short run
+    close = min(int(hyp.get("close_mosaic", 15)), max(epochs // 5, 1))
+    return Recipe("small", 1, warmup, lr, wd, ema_decay, ema_tau, reason, close)
