@@ -206,6 +206,9 @@ class Trainer:
         self.hyp = load_hyp(args.hyp, model_cfg)
         if self.hyp.get("atss_warmup_epochs") is not None:
             model_cfg = {**model_cfg, "atss_warmup_epochs": self.hyp["atss_warmup_epochs"]}
+        if args.distill and not model_cfg.get("head", {}).get("use_dfl", False):
+            # self-distillation of box distributions needs DFL bins: the v3 DLD branch (dropped at deploy)
+            model_cfg = {**model_cfg, "head": {**model_cfg.get("head", {}), "aux_dist": True}}
         model = build_model(model_cfg, num_classes=nc)
         model.names = names
         if init_state is not None:
