@@ -179,7 +179,6 @@ class Trainer:
 
     def _build(self) -> None:
         from repyolo.data.config import load_data_config
-        from repyolo.data.dataset import DetectionDataset
         from repyolo.data.loader import build_dataloader
         from repyolo.loss.detection import build_loss
         from repyolo.nn.model import build_model, load_model_config
@@ -225,7 +224,7 @@ class Trainer:
         aug = {k: h[k] for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear",
                                  "flipud", "fliplr", "mosaic", "mixup")}
         stride = model.max_stride
-        self.train_set = DetectionDataset(self.data.train, img_size=args.img, augment=True, hyp=aug,
+        self.train_set = self.data.dataset("train", img_size=args.img, augment=True, hyp=aug,
                                           batch_size=args.batch, stride=stride, cache=args.cache, names=names,
                                           prefix="train: ", seed=args.seed, close_mosaic=h["close_mosaic"])
         self.train_loader = build_dataloader(self.train_set, args.batch, workers=args.workers, shuffle=True,
@@ -233,7 +232,7 @@ class Trainer:
                                              world_size=self.world, drop_last=False)
         self.val_set = None
         if self.main and not args.no_val:
-            self.val_set = DetectionDataset(self.data.val, img_size=args.img, augment=False, rect=args.rect_val,
+            self.val_set = self.data.dataset("val", img_size=args.img, augment=False, rect=args.rect_val,
                                             batch_size=args.batch, stride=stride, names=names, prefix="val: ")
 
         nb = len(self.train_loader) if args.max_batches is None else min(len(self.train_loader), args.max_batches)
