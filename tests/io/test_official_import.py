@@ -1,0 +1,120 @@
+"""Importing (stand-in) official YOLOv6 checkpoints of every released kind: architecture, values,
+forward, fuse, ONNX, and the end-to-end paths (``load_model``, ``save_checkpoint``)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import repyolo
+from official_fakes import KEY_FILES, REFERENCE, make_official_checkpoint
+from repyolo.engine.checkpoint import model_from_checkpoint, save_checkpoint
+from repyolo.io.official import COCO_NAMES, convert_official, looks_official, to_repyolo_keys
+
+# key file -> (bundled config it must be recognised as, anchor-aided anchors, DLD branch)
+EXPECTED = {
+    "yolov6n": ("yolov6n", 0, False), "yolov6s": ("yolov6s", 0, False), "yolov6m": ("yolov6m", 0, False),
+    "yolov6l": ("yolov6l", 0, False), "yolov6n6": ("yolov6n6", 0, False),
+    "yolov6m-fuse_ab": ("yolov6m", 3, False), "yolov6l-fuse_ab": ("yolov6l", 3, False),
+    "yolov6n-distill_ns": ("yolov6n", 0, True), "yolov6s-distill_ns": ("yolov6s", 0, True),
+}
+ONNX_MODELS = {"yolov6n", "yolov6m"}  # one RepBlock model and one CSP (BepC3) model
+END_TO_END = {"yolov6n-distill_ns", "yolov6m-fuse_ab"}
+
+pytestmark = pytest.mark.skipif(not (REFERENCE / "yolov6n.txt").is_file(),
+                                reason=f"official key files not found at {REFERENCE}")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> float:
+    """Max abs difference relative to the magnitude of ``a``; asserts it is below ``tol``."""
+    err = float((a - b).abs().max() / (a.abs().max() + 1.0))
+    assert err < tol, err
+    return err
+
+
+def _onnx_roundtrip(model: torch.nn.Module, x: torch.Tensor, path) -> np.ndarray:
+    import onnxruntime as ort
+
+    torch.onnx.export(model, x, str(path), opset_version=13, dynamo=False,
+                      input_names=["images"], output_names=["outputs"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"images": x.numpy()})[0]
+
+
+@pytest.mark.parametrize("name", KEY_FILES)
+def test_import_official_checkpoint(name, tmp_path):
+    path = tmp_path / f"{name}.pt"
+    saved = make_official_checkpoint(name, path)
+    assert "yolov6" not in sys.modules and importlib.util.find_spec("yolov6") is None
+    with pytest.raises(ModuleNotFoundError):  # the official package really is absent
+        torch.load(path, weights_only=False)
+    assert looks_official(path)
+
+    ckpt = convert_official(path)
+    base, n_anchor, dist = EXPECTED[name]
+    cfg = ckpt["model_cfg"]
+    assert (cfg["name"], cfg["head"]["aux_anchor"], cfg["head"]["aux_dist"], cfg["nc"]) == (base, n_anchor, dist, 80)
+    assert ckpt["names"] == COCO_NAMES and ckpt["fused"] is False and ckpt["args"]["official_epoch"] == 299
+
+    # every official tensor is used, none is left over, values are the float16 ones in float32
+    official = to_repyolo_keys(saved)
+    assert len(official) == len(saved)
+    assert set(ckpt["model"]) == set(official)
+    for key, ref in official.items():
+        got = ckpt["model"][key]
+        assert got.shape == ref.shape, key
+        if ref.is_floating_point():
+            assert got.dtype == torch.float32 and torch.equal(got, ref.float()), key
+        else:
+            assert torch.equal(got, ref), key
+
+    # the repyolo model has exactly the architecture the keys describe
+    model = model_from_checkpoint(ckpt)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in official.items()}
+
+    size = 128 if len(model.detect.strides) == 4 else 64
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    n_anchors = sum((size // s) ** 2 for s in model.detect.strides)
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (2, n_anchors, 4 + 80) and torch.isfinite(y).all()
+        assert ((y[..., 4:] >= 0) & (y[..., 4:] <= 1)).all()  # class scores
+
+    if name in END_TO_END:
+        # the training-only branches were kept and work (train mode, BN statistics frozen)
+        check = model_from_checkpoint(ckpt).train()
+        for m in check.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = 0.0
+        with torch.no_grad():
+            out = check(x[:1])
+        assert ("reg_dist" in out) == dist and ("cls_ab" in out) == bool(n_anchor)
+        if dist:
+            assert out["reg_dist"].shape == (1, n_anchors, 4 * 17)
+        if n_anchor:
+            assert out["cls_ab"].shape == (1, n_anchors * n_anchor, 80)
+
+        with torch.no_grad():
+            direct = repyolo.load_model(path)(x)  # read_checkpoint -> official importer
+        _close(y, direct, 1e-6)
+        ours = save_checkpoint(ckpt, tmp_path / "ours.pt")
+        assert not looks_official(ours)
+        reloaded = repyolo.load_model(ours)
+        assert reloaded.names == COCO_NAMES
+        with torch.no_grad():
+            _close(y, reloaded(x), 1e-6)
+
+    with torch.no_grad():
+        model.fuse()  # deploy form: one 3x3 conv per RepVGG block, BN folded, training-only branches dropped
+        y_fused = model(x)
+    assert model.detect.reg_preds_dist is None and model.detect.cls_preds_ab is None
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    _close(y, y_fused)
+
+    if base in ONNX_MODELS and name == base:
+        out = _onnx_roundtrip(model, x[:1], tmp_path / f"{name}.onnx")
+        _close(y_fused[:1], torch.from_numpy(out))
