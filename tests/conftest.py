@@ -10,7 +10,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: on a loaded 2-core machine two OpenMP threads wait on each other (50-100x slower steps)
+torch.set_num_threads(1)
 
 
 def _dataset(name: str) -> Path:

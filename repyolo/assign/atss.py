@@ -43,7 +43,8 @@ class ATSSAssigner:
     @torch.no_grad()
     def __call__(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor | None, anchor_points: torch.Tensor,
                  gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
-                 num_anchors_per_level: list[int], strides) -> AssignResult:
+                 num_anchors_per_level: list[int], strides, anchor_boxes: torch.Tensor | None = None
+                 ) -> AssignResult:
         """Assign targets.
 
         Args:
@@ -53,6 +54,8 @@ class ATSSAssigner:
             gt_labels: ``(B, n, 1)`` long; gt_bboxes ``(B, n, 4)`` xyxy pixels; mask_gt ``(B, n, 1)``.
             num_anchors_per_level: anchors of each level, in the order of ``anchor_points``.
             strides: per-level strides (list) or per-anchor ``(A,)`` / ``(A, 1)`` tensor.
+            anchor_boxes: ``(A, 4)`` xyxy pixels to use instead of the virtual squares (anchor-based
+                branches with several anchor shapes per point).
         Returns:
             ``target_labels`` ``(B, A)`` long (``nc`` = background), ``target_bboxes`` ``(B, A, 4)``,
             ``target_scores`` ``(B, A, nc)``, ``fg_mask`` ``(B, A)`` bool.
@@ -67,8 +70,12 @@ class ATSSAssigner:
         gt_bboxes = gt_bboxes.to(anchor_points.dtype)
         valid = mask_gt.bool()  # (B, n, 1)
 
-        half = (self.anchor_scale * stride / 2)[:, None]
-        anchor_boxes = torch.cat((anchor_points - half, anchor_points + half), -1)  # (A, 4)
+        if anchor_boxes is None:
+            half = (self.anchor_scale * stride / 2)[:, None]
+            anchor_boxes = torch.cat((anchor_points - half, anchor_points + half), -1)  # (A, 4)
+        elif anchor_boxes.shape != (a, 4):
+            raise ValueError(f"anchor_boxes must be {(a, 4)}, got {tuple(anchor_boxes.shape)}")
+        anchor_boxes = anchor_boxes.to(anchor_points.dtype)
         overlaps = box_iou(gt_bboxes, anchor_boxes)  # (B, n, A)
 
         centres = (gt_bboxes[..., :2] + gt_bboxes[..., 2:]) / 2  # (B, n, 2)

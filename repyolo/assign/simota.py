@@ -30,7 +30,8 @@ class SimOTAAssigner:
     Args:
         num_classes: ``nc``; iou_weight: lambda of the IoU cost; center_radius: centre prior in
         strides; candidate_topk: IoUs summed for the dynamic k; big_cost: the outside-prior cost;
-        eps: margin for "strictly inside" and clamp of probabilities / IoU inside the logs.
+        eps: margin for "strictly inside" and offset of the IoU inside the log (probabilities are
+        clamped to ``[1e-6, 1 - 1e-6]``).
     """
 
     def __init__(self, num_classes: int, iou_weight: float = 3.0, center_radius: float = 2.5,
@@ -44,7 +45,7 @@ class SimOTAAssigner:
 
     def cost(self, pred_scores: torch.Tensor, overlaps: torch.Tensor, gt_labels: torch.Tensor) -> torch.Tensor:
         """Classification + IoU cost ``(B, n, A)`` of ``(B, A, nc)`` scores and ``(B, n, A)`` IoUs."""
-        p = pred_scores.to(overlaps.dtype).clamp(self.eps, 1 - self.eps)
+        p = pred_scores.to(overlaps.dtype).clamp(1e-6, 1 - 1e-6)  # 1 - 1e-8 would round to 1 in float32
         neg_all = -torch.log1p(-p).sum(-1)  # (B, A): every class treated as negative
         p_gt = gt_class_scores(p, gt_labels)  # (B, n, A)
         cls_cost = neg_all[:, None, :] + torch.log1p(-p_gt) - torch.log(p_gt)
@@ -90,7 +91,8 @@ class SimOTAAssigner:
         cost = cost.masked_fill(~prior, float("inf"))
 
         k_max = min(self.candidate_topk, a)
-        dynamic_k = overlaps.topk(k_max, -1).values.sum(-1).int().clamp(min=1)  # (B, n)
+        # (B, n); the 1e-6 keeps ten IoUs of 1 - eps from giving k = 9
+        dynamic_k = (overlaps.topk(k_max, -1).values.sum(-1) + 1e-6).int().clamp(min=1)
         cheapest = cost.topk(k_max, -1, largest=False)  # (B, n, k_max), ascending
         rank = torch.arange(k_max, device=cost.device)
         take = (rank < dynamic_k[..., None]) & torch.isfinite(cheapest.values)

@@ -1,0 +1,274 @@
+"""The YOLOv6 detection loss: assignment, then classification (VFL), box (IoU family) and DFL terms.
+
+Per batch:
+
+1. targets ``(M, 6)`` ``[batch_idx, class, x1, y1, x2, y2]`` (input pixels) are padded to
+   ``(B, n_max, ...)`` with a validity mask;
+2. the head's distances are decoded into boxes in stride units (anchor point / stride, the
+   distances themselves or the DFL expectation) and, in pixels, fed to the assigner with the
+   sigmoid class scores (both detached): ATSS for the first ``atss_warmup_epochs`` epochs,
+   then the chosen assigner (TAL by default);
+3. ``loss = w_cls * L_cls + w_iou * L_iou + w_dfl * L_dfl`` where every part is summed over the
+   batch and divided by the sum of the target scores (at least 1): ``L_cls`` over all anchors
+   and classes, ``L_iou`` and ``L_dfl`` over positive anchors weighted by their target score.
+   DFL targets are the ltrb distances in stride units clamped to ``reg_max - 0.01``.
+
+Every DFL output the head has is supervised by the DFL term: ``reg`` when ``use_dfl`` and the
+DLD branch ``reg_dist`` when present (their DFL losses add up); without either the term is 0.
+
+Anchor-aided training (v3): when the outputs carry ``cls_ab`` / ``reg_ab`` (``na`` anchors per
+point), that branch gets its own classification and IoU losses, added to ``L_cls`` and ``L_iou``.
+Its samples are the (point, anchor box) pairs with boxes of area ``(5 * stride)^2`` and aspect
+ratios 1/2, 1, 2 (:func:`aided_anchor_boxes`), assigned by ATSS on those boxes; it regresses ltrb
+distances from the point like the main branch. (repyolo's reading of anchor-aided training: the
+head leaves the meaning of ``reg_ab`` to the loss.)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from repyolo.assign import ATSSAssigner, build_assigner
+from repyolo.errors import ConfigError
+from repyolo.loss.dfl import dfl_expectation, distribution_focal_loss
+from repyolo.loss.iou import IOU_TYPES, bbox_iou
+from repyolo.loss.vfl import ClassificationLoss
+from repyolo.ops.boxes import bbox2dist, dist2bbox
+from repyolo.utils.logging import get_logger
+
+LOGGER = get_logger(__name__)
+
+DEFAULT_LOSS_WEIGHTS = {"cls": 1.0, "iou": 2.5, "dfl": 0.5}
+
+
+def pad_targets(targets: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(M, 6)`` ``[batch_idx, class, x1, y1, x2, y2]`` -> per-image padded ground truths.
+
+    Returns ``gt_labels`` ``(B, n, 1)`` long, ``gt_bboxes`` ``(B, n, 4)`` and ``mask_gt`` ``(B, n, 1)``
+    bool, with ``n`` the largest number of boxes in one image (0 when there are none).
+    """
+    if targets.dim() != 2 or targets.shape[1] != 6:
+        raise ValueError(f"targets must be (M, 6) [batch_idx, class, x1, y1, x2, y2], got {tuple(targets.shape)}")
+    device, dtype = targets.device, targets.dtype if targets.is_floating_point() else torch.float32
+    m = targets.shape[0]
+    if m == 0:
+        return (torch.zeros(batch_size, 0, 1, dtype=torch.long, device=device),
+                torch.zeros(batch_size, 0, 4, dtype=dtype, device=device),
+                torch.zeros(batch_size, 0, 1, dtype=torch.bool, device=device))
+    image = targets[:, 0].long()
+    if int(image.min()) < 0 or int(image.max()) >= batch_size:
+        raise ValueError(f"targets hold batch indices {int(image.min())}..{int(image.max())}, "
+                         f"outside 0..{batch_size - 1}")
+    order = torch.argsort(image, stable=True)
+    image = image[order]
+    counts = torch.bincount(image, minlength=batch_size)
+    first = torch.cumsum(counts, 0) - counts  # index of each image's first box in `order`
+    slot = torch.arange(m, device=device) - first[image]
+    n = int(counts.max())
+    gt_labels = torch.zeros(batch_size, n, 1, dtype=torch.long, device=device)
+    gt_bboxes = torch.zeros(batch_size, n, 4, dtype=dtype, device=device)
+    mask_gt = torch.zeros(batch_size, n, 1, dtype=torch.bool, device=device)
+    gt_labels[image, slot, 0] = targets[order, 1].long()
+    gt_bboxes[image, slot] = targets[order, 2:].to(dtype)
+    mask_gt[image, slot] = True
+    return gt_labels, gt_bboxes, mask_gt
+
+
+def levels_of(strides: torch.Tensor) -> tuple[list[int], list[float]]:
+    """Per-anchor strides ``(A, 1)`` (level by level) -> anchors per level and each level's stride."""
+    values, counts = torch.unique_consecutive(strides.reshape(-1), return_counts=True)
+    return counts.tolist(), values.tolist()
+
+
+class DetectionLoss(nn.Module):
+    """YOLOv6 training loss over the head's train-mode outputs.
+
+    Args:
+        nc: number of classes. reg_max: DFL bins - 1. use_dfl: ``reg`` holds DFL logits.
+        iou_type: ``iou | giou | diou | ciou | siou``. cls_loss: ``vfl | focal | qfl | poly | bce``.
+        assigner: ``tal | atss | simota`` (after the warm-up). atss_warmup_epochs: epochs of ATSS first.
+        loss_weights: ``{'cls', 'iou', 'dfl'}`` weights (missing keys take the defaults 1.0 / 2.5 / 0.5).
+        tal_topk, atss_topk: positives / candidates per ground truth.
+
+    ``forward(outputs, targets, epoch, batch_size) -> (loss, items)``: ``outputs`` the model's
+    train-mode dict, ``targets`` ``(M, 6)`` ``[batch_idx, class, x1, y1, x2, y2]`` input pixels;
+    ``loss`` a scalar to back-propagate, ``items`` ``(3,)`` detached ``[cls, iou, dfl]`` (unweighted).
+    """
+
+    def __init__(self, nc: int, reg_max: int = 16, use_dfl: bool = False, iou_type: str = "siou",
+                 cls_loss: str = "vfl", assigner: str = "tal", atss_warmup_epochs: int = 4,
+                 loss_weights: dict | None = None, tal_topk: int = 13, atss_topk: int = 9):
+        super().__init__()
+        if iou_type.lower() not in IOU_TYPES:
+            raise ValueError(f"unknown iou_type {iou_type!r}; choose one of {', '.join(IOU_TYPES)}")
+        self.nc = int(nc)
+        self.reg_max = int(reg_max)
+        self.use_dfl = bool(use_dfl)
+        self.iou_type = iou_type.lower()
+        self.cls_loss = ClassificationLoss(cls_loss)
+        self.atss_warmup_epochs = int(atss_warmup_epochs or 0)
+        unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; expected cls, iou, dfl")
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+        self.warmup_assigner = ATSSAssigner(self.nc, topk=atss_topk)
+        self.aided_assigner = ATSSAssigner(self.nc, topk=atss_topk)
+        name = assigner.lower()
+        kwargs = {"topk": tal_topk} if name == "tal" else {"topk": atss_topk} if name == "atss" else {}
+        self.assigner_name = name
+        self.assigner = build_assigner(name, self.nc, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (f"nc={self.nc}, reg_max={self.reg_max}, use_dfl={self.use_dfl}, iou_type={self.iou_type}, "
+                f"cls_loss={self.cls_loss.name}, assigner={self.assigner_name}, "
+                f"atss_warmup_epochs={self.atss_warmup_epochs}, loss_weights={self.loss_weights}")
+
+    def decode(self, reg: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:
+        """Head regression ``(B, A, 4)`` or ``(B, A, 4 * (reg_max + 1))`` -> boxes ``(B, A, 4)`` in stride units,
+        ``anchor_points`` ``(A, 2)`` in stride units."""
+        if self.use_dfl:
+            b, a, _ = reg.shape
+            reg = dfl_expectation(reg.view(b, a, 4, self.reg_max + 1))
+        return dist2bbox(reg, anchor_points)
+
+    def forward(self, outputs: dict, targets: torch.Tensor, epoch: int = 0, batch_size: int | None = None):
+        # the loss runs in float32 even under autocast (fp16 IoU / log terms underflow)
+        outputs = {k: v.float() if torch.is_tensor(v) and v.dtype in (torch.float16, torch.bfloat16) else v
+                   for k, v in outputs.items()}
+        cls_logits, reg = outputs["cls"], outputs["reg"]
+        anchors, strides = outputs["anchors"], outputs["strides"]
+        b, a, nc = cls_logits.shape
+        if nc != self.nc:
+            raise ValueError(f"the model predicts {nc} classes, the loss was built for {self.nc}")
+        if batch_size is not None and int(batch_size) != b:
+            raise ValueError(f"batch_size {batch_size} does not match the outputs' batch of {b}")
+        n_reg = 4 * (self.reg_max + 1) if self.use_dfl else 4
+        if reg.shape != (b, a, n_reg):
+            raise ValueError(f"outputs['reg'] must be {(b, a, n_reg)} (use_dfl={self.use_dfl}), got {tuple(reg.shape)}")
+        targets = targets.to(cls_logits.device)
+        if targets.numel() and (int(targets[:, 1].min()) < 0 or int(targets[:, 1].max()) >= self.nc):
+            raise ValueError(f"target classes must lie in 0..{self.nc - 1}, got "
+                             f"{int(targets[:, 1].min())}..{int(targets[:, 1].max())}")
+        gt = pad_targets(targets.to(cls_logits.dtype), b)
+
+        strides = strides.to(reg.dtype)
+        anchor_points_s = anchors.to(reg.dtype) / strides
+        pred_bboxes = self.decode(reg, anchor_points_s)  # (B, A, 4) stride units
+        num_per_level, level_strides = levels_of(strides)
+        assigner = self.warmup_assigner if epoch < self.atss_warmup_epochs else self.assigner
+        assigned = assigner(cls_logits.detach().sigmoid(), pred_bboxes.detach() * strides, anchors, *gt,
+                            num_per_level, level_strides)
+        dfl_branches = [x for x in (reg if self.use_dfl else None, outputs.get("reg_dist")) if x is not None]
+        loss_cls, loss_iou, loss_dfl = self._branch_losses(cls_logits, pred_bboxes, dfl_branches, anchor_points_s,
+                                                           strides, assigned)
+        if outputs.get("cls_ab") is not None and outputs.get("reg_ab") is not None:
+            ab_cls, ab_iou = self._anchor_aided_losses(outputs["cls_ab"], outputs["reg_ab"], anchors, strides, gt)
+            loss_cls, loss_iou = loss_cls + ab_cls, loss_iou + ab_iou
+
+        w = self.loss_weights
+        loss = w["cls"] * loss_cls + w["iou"] * loss_iou + w["dfl"] * loss_dfl
+        items = torch.stack((loss_cls, loss_iou, loss_dfl)).detach()
+        return loss, items
+
+    def _branch_losses(self, cls_logits: torch.Tensor, pred_bboxes: torch.Tensor, dfl_branches: list[torch.Tensor],
+                       anchor_points_s: torch.Tensor, strides: torch.Tensor, assigned) -> tuple[torch.Tensor, ...]:
+        """Classification, IoU and DFL losses of one branch, each normalised by its target-score sum.
+
+        ``cls_logits`` ``(B, A, nc)``, ``pred_bboxes`` ``(B, A, 4)`` stride units, ``dfl_branches`` list of
+        ``(B, A, 4 * (reg_max + 1))`` logits, ``anchor_points_s`` ``(A, 2)`` and ``strides`` ``(A, 1)``,
+        ``assigned`` the assigner's result (pixels).
+        """
+        target_labels, target_bboxes, target_scores, fg_mask = assigned
+        target_scores_sum = target_scores.sum().clamp(min=1.0)
+        labels = F.one_hot(target_labels, self.nc + 1)[..., :self.nc]
+        loss_cls = self.cls_loss(cls_logits, target_scores, labels) / target_scores_sum
+
+        # a 0 (not -0) that keeps every output in the graph when nothing is positive
+        zero = pred_bboxes.new_zeros(()) + 0.0 * sum(x.sum() for x in [pred_bboxes, *dfl_branches])
+        loss_iou, loss_dfl = zero, zero
+        if fg_mask.any():
+            weight = target_scores.sum(-1)[fg_mask]  # (P,)
+            target_bboxes_s = target_bboxes / strides
+            iou = bbox_iou(pred_bboxes[fg_mask], target_bboxes_s[fg_mask], self.iou_type)
+            loss_iou = ((1.0 - iou) * weight).sum() / target_scores_sum
+            if dfl_branches:
+                target_dist = bbox2dist(anchor_points_s, target_bboxes_s, self.reg_max)[fg_mask]  # (P, 4)
+            for logits in dfl_branches:  # the DFL head and / or the DLD branch
+                pos_logits = logits[fg_mask].view(-1, 4, self.reg_max + 1)
+                dfl = distribution_focal_loss(pos_logits, target_dist).mean(-1)
+                loss_dfl = loss_dfl + (dfl * weight).sum() / target_scores_sum
+        return loss_cls, loss_iou, loss_dfl
+
+    def _anchor_aided_losses(self, cls_ab: torch.Tensor, reg_ab: torch.Tensor, anchors: torch.Tensor,
+                             strides: torch.Tensor, gt) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classification and IoU losses of the anchor-aided branch (``(B, A * na, nc)``, ``(B, A * na, 4)``).
+
+        Each anchor point carries ``na`` anchor boxes (:func:`aided_anchor_boxes`); every (point, anchor)
+        pair is one sample, assigned by ATSS on those anchor boxes, and predicts ltrb distances in
+        stride units from its point like the main branch.
+        """
+        b, a = cls_ab.shape[:2]
+        na = a // anchors.shape[0]
+        if na * anchors.shape[0] != a or reg_ab.shape != (b, a, 4):
+            raise ValueError(f"anchor-aided outputs {tuple(cls_ab.shape)} / {tuple(reg_ab.shape)} do not fit "
+                             f"{anchors.shape[0]} anchor points")
+        points = anchors.to(reg_ab.dtype).repeat_interleave(na, 0)
+        strides_ab = strides.repeat_interleave(na, 0)
+        boxes = aided_anchor_boxes(anchors.to(reg_ab.dtype), strides, na)
+        points_s = points / strides_ab
+        pred_bboxes = dist2bbox(reg_ab, points_s)
+        num_per_level, level_strides = levels_of(strides_ab)
+        assigned = self.aided_assigner(cls_ab.detach().sigmoid(), pred_bboxes.detach() * strides_ab, points, *gt,
+                                       num_per_level, level_strides, anchor_boxes=boxes)
+        loss_cls, loss_iou, _ = self._branch_losses(cls_ab, pred_bboxes, [], points_s, strides_ab, assigned)
+        return loss_cls, loss_iou
+
+
+def aided_anchor_boxes(points: torch.Tensor, strides: torch.Tensor, na: int, scale: float = 5.0) -> torch.Tensor:
+    """The ``na`` anchor boxes of every point for anchor-aided training: ``(A, 2)``, ``(A, 1)`` -> ``(A * na, 4)``.
+
+    Area ``(scale * stride)^2``, aspect ratios ``h / w`` spread geometrically over ``[1/2, 2]``
+    (``na = 3``: 1/2, 1, 2; ``na = 1``: a square), centred on the point; ordered point by point.
+    """
+    ratios = torch.logspace(-1, 1, na, base=2.0, dtype=points.dtype, device=points.device) if na > 1 \
+        else torch.ones(1, dtype=points.dtype, device=points.device)
+    side = scale * strides.to(points.dtype)  # (A, 1)
+    half_w = (side / ratios.sqrt() / 2).reshape(-1, 1)  # (A * na, 1), point-major
+    half_h = (side * ratios.sqrt() / 2).reshape(-1, 1)
+    centres = points.repeat_interleave(na, 0)
+    half = torch.cat((half_w, half_h), 1)
+    return torch.cat((centres - half, centres + half), 1)
+
+
+def build_loss(model, hyp: dict | None = None) -> DetectionLoss:
+    """The detection loss for ``model`` (a :class:`~repyolo.nn.model.YOLOv6`), with ``hyp`` overrides.
+
+    Reads ``model.nc``, ``model.detect.reg_max`` / ``use_dfl``, ``model.cfg['loss']['iou_type']`` and
+    ``model.cfg['atss_warmup_epochs']``; ``hyp`` keys ``iou_type``, ``cls_loss``, ``assigner``,
+    ``atss_warmup_epochs``, ``loss_weights`` (merged into the defaults), ``tal_topk``, ``atss_topk``
+    take precedence. Raises :class:`~repyolo.errors.ConfigError` for an unknown or malformed setting.
+    """
+    hyp = dict(hyp or {})
+    cfg = getattr(model, "cfg", {}) or {}
+    loss_cfg = cfg.get("loss") or {}
+    warmup = hyp.get("atss_warmup_epochs")
+    if warmup is None:
+        warmup = cfg.get("atss_warmup_epochs")
+    try:
+        loss = DetectionLoss(
+            nc=model.nc,
+            reg_max=model.detect.reg_max,
+            use_dfl=model.detect.use_dfl,
+            iou_type=str(hyp.get("iou_type") or loss_cfg.get("iou_type", "giou")),
+            cls_loss=str(hyp.get("cls_loss") or "vfl"),
+            assigner=str(hyp.get("assigner") or "tal"),
+            atss_warmup_epochs=int(warmup or 0),
+            loss_weights=hyp.get("loss_weights"),
+            tal_topk=int(hyp.get("tal_topk") or 13),
+            atss_topk=int(hyp.get("atss_topk") or 9),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"loss settings (model {cfg.get('name', '?')!r} / hyp): {exc}") from None
+    LOGGER.debug("detection loss: %s", loss.extra_repr())
+    return loss
