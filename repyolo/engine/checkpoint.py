@@ -69,7 +69,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: file is empty")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, IndexError, KeyError) as exc:
         official = _try_official(path, exc)
         if official is not None:
             return official

@@ -25,9 +25,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repyolo.ops.boxes import box_iou
 
 __all__ = ["nms", "nms_cv2", "batched_nms"]
+
+
+def _overlaps(b1: torch.Tensor, b2: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    """``(n, 4)`` x ``(m, 4)`` xyxy -> ``(n, m)`` bool ``IoU > iou_thres``, tested as
+    ``inter > iou_thres * union`` (no division; one ``(n, m)`` temporary per step)."""
+    x1, y1, x2, y2 = b1[:, 0:1], b1[:, 1:2], b1[:, 2:3], b1[:, 3:4]
+    u1, v1, u2, v2 = b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]
+    w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp_(min=0)
+    h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp_(min=0)
+    inter = w.mul_(h)
+    area1 = (x2 - x1).clamp_(min=0) * (y2 - y1).clamp_(min=0)
+    area2 = (u2 - u1).clamp_(min=0) * (v2 - v1).clamp_(min=0)
+    union = (area1 + area2).sub_(inter)
+    return inter > union.mul_(iou_thres)
 
 
 def _suppress_within(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -51,7 +64,7 @@ def _suppress_within(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, classes: torch.Tensor | None = None,
-        max_det: int | None = None, block: int = 512) -> torch.Tensor:
+        max_det: int | None = None, block: int = 256) -> torch.Tensor:
     """Greedy NMS.
 
     Args:
@@ -81,16 +94,19 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, classes: to
         b = boxes[start:end]
         alive = torch.ones(end - start, dtype=torch.bool, device=boxes.device)
         if n_kept:
-            hit = box_iou(b, kept_boxes) > iou_thres  # (n_b, K)
+            hit = _overlaps(b, kept_boxes, iou_thres)  # (n_b, K)
             if cls is not None:
                 hit &= cls[start:end, None] == kept_cls[None, :]
             alive = ~hit.any(1)
-        if alive.any():
-            over = (box_iou(b, b) > iou_thres).triu_(1)
+        live = alive.nonzero().squeeze(1)  # only boxes no kept box suppresses take part
+        if live.numel():
+            bl = b[live]
+            over = _overlaps(bl, bl, iou_thres).triu_(1)
             if cls is not None:
-                over &= cls[start:end, None] == cls[None, start:end]
-            keep = _suppress_within(over.float(), alive)
-            idx = keep.nonzero().squeeze(1)
+                cl = cls[start:end][live]
+                over &= cl[:, None] == cl[None, :]
+            keep = _suppress_within(over.float(), torch.ones(live.numel(), dtype=torch.bool, device=b.device))
+            idx = live[keep]
             if idx.numel():
                 idx = idx[: limit - n_kept]
                 kept.append(idx + start)
@@ -129,12 +145,13 @@ def nms_cv2(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, classes
     rank = torch.empty(len(order), dtype=torch.float64)
     rank[order] = torch.arange(len(order), 0, -1, dtype=torch.float64)
     s = rank.float().numpy()
-    top_k = 0 if max_det is None else int(max_det)
     low = 0.5
     if classes is None:
-        idx = cv2.dnn.NMSBoxes(xywh, s, low, float(iou_thres), top_k=top_k)
+        idx = cv2.dnn.NMSBoxes(xywh, s, low, float(iou_thres))
     else:
         c = classes.detach().cpu().numpy().astype(np.int32)
-        idx = cv2.dnn.NMSBoxesBatched(xywh, s, c, low, float(iou_thres), top_k=top_k)
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        idx = cv2.dnn.NMSBoxesBatched(xywh, s, c, low, float(iou_thres))
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)  # by decreasing score
+    if max_det is not None:  # (cv2's top_k caps the candidates before NMS, not the kept boxes)
+        idx = idx[: int(max_det)]
     return torch.from_numpy(idx).to(boxes.device)
