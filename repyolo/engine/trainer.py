@@ -243,8 +243,22 @@ class Trainer:
                     self.recipe.reason, self.recipe.accumulate, self.recipe.warmup_iters, self.recipe.lr0,
                     self.recipe.ema_decay, self.recipe.close_mosaic)
         self.train_set.close_mosaic_epochs = self.recipe.close_mosaic
-        self.optimizer = build_optimizer(model, h["optimizer"], self.recipe.lr0, h["momentum"],
-                                         self.recipe.weight_decay)
+        if str(h["optimizer"]).lower() == "repopt":
+            from repyolo.engine.repoptimizer import build_repoptimizer
+
+            if not h.get("scales"):
+                raise RepyoloError("optimizer RepOpt needs hyper-searched scales: --set scales=PATH "
+                                   "(a scales file or a hyper-search checkpoint; see repoptimizer.hyper_search)")
+            # a fresh run starts from the scales' merged kernels; fine-tuning and resume keep their weights
+            self.optimizer = build_repoptimizer(model, h["scales"], self.recipe.lr0, h["momentum"],
+                                                self.recipe.weight_decay,
+                                                reinit=init_state is None and not self.resume_ckpt)
+        else:
+            if model_cfg.get("block") == "repopt":
+                LOGGER.warning("a RepOpt model trained with %s: no gradient masks (use --set optimizer=RepOpt "
+                               "--set scales=PATH)", h["optimizer"])
+            self.optimizer = build_optimizer(model, h["optimizer"], self.recipe.lr0, h["momentum"],
+                                             self.recipe.weight_decay)
         self.schedule = Schedule(self.recipe.lr0, args.epochs, h["lrf"], h["lr_schedule"], self.recipe.warmup_iters,
                                  h["warmup_bias_lr"], h["warmup_momentum"], h["momentum"])
         self.ema = ModelEMA(model, self.recipe.ema_decay, self.recipe.ema_tau) if self.main else None

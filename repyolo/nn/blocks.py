@@ -140,16 +140,23 @@ class RepVGGBlock(nn.Module):
 
 
 def basic_block(kind: str, act: str):
-    """The 3x3 building block of a model: ``'repvgg'`` (re-parameterizable) or ``'conv'`` (ConvBNAct).
+    """The 3x3 building block of a model: ``'repvgg'`` (re-parameterizable), ``'conv'`` (ConvBNAct),
+    ``'repopt'`` (plain RepOpt-VGG block, trained with RepOptimizer) or ``'hypersearch'`` (its
+    scale-searching twin), the last two from :mod:`repyolo.nn.repopt`.
 
     The large models (``yolov6l``) train plain 3x3 Conv+BN+SiLU blocks instead of RepVGG
-    blocks; both have the signature ``block(c_in, c_out, k=3, s=1)``.
+    blocks; all have the signature ``block(c_in, c_out, k=3, s=1)``.
     """
     if kind == "repvgg":
         return lambda c_in, c_out, k=3, s=1: RepVGGBlock(c_in, c_out, k, s, act=act)
     if kind == "conv":
         return lambda c_in, c_out, k=3, s=1: ConvBNAct(c_in, c_out, k, s, act=act)
-    raise ValueError(f"unknown block kind {kind!r}; expected 'repvgg' or 'conv'")
+    if kind in ("repopt", "hypersearch"):
+        from repyolo.nn.repopt import HyperSearchBlock, RepOptBlock  # repopt imports this module
+
+        cls = RepOptBlock if kind == "repopt" else HyperSearchBlock
+        return lambda c_in, c_out, k=3, s=1: cls(c_in, c_out, k, s, act=act)
+    raise ValueError(f"unknown block kind {kind!r}; expected 'repvgg', 'conv', 'repopt' or 'hypersearch'")
 
 
 class RepBlock(nn.Module):
