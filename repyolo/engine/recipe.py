@@ -28,6 +28,7 @@ class Recipe:
     ema_tau: float
     reason: str
     close_mosaic: int = 15   # epochs at the end without mosaic / mixup
+    bn_recal_images: int = 0  # recompute BN statistics over this many training images before evaluating
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,7 +54,8 @@ def resolve_recipe(hyp: dict, batch_size: int, batches_per_epoch: int, epochs: i
         warmup = max(round(hyp.get("warmup_epochs", 3.0) * nb), int(hyp.get("warmup_min_iters", 1000)))
         wd = hyp.get("weight_decay", 5e-4) * total_batch * accumulate / hyp.get("nominal_batch", 64)
         return Recipe("yolov6", accumulate, warmup, lr0, wd, hyp.get("ema_decay", 0.9999),
-                      hyp.get("ema_tau", 2000), reason, int(hyp.get("close_mosaic", 15)))
+                      hyp.get("ema_tau", 2000), reason, int(hyp.get("close_mosaic", 15)),
+                      _bn_recal(hyp, 0))
     if choice != "small":
         raise ValueError(f"unknown recipe {choice!r}: use auto, yolov6 or small")
     total_iters = epochs * nb
@@ -68,4 +70,11 @@ def resolve_recipe(hyp: dict, batch_size: int, batches_per_epoch: int, epochs: i
     wd = hyp.get("weight_decay", 5e-4) * total_batch / hyp.get("nominal_batch", 64)
     # strong augmentation off for the published 15 of 300-400 epochs: at most ~1/5 of a short run
     close = min(int(hyp.get("close_mosaic", 15)), max(epochs // 5, 1))
-    return Recipe("small", 1, warmup, lr, wd, ema_decay, ema_tau, reason, close)
+    return Recipe("small", 1, warmup, lr, wd, ema_decay, ema_tau, reason, close, _bn_recal(hyp, 256))
+
+
+def _bn_recal(hyp: dict, default: int) -> int:
+    """Images for precise-BN before evaluation: the ``bn_recal_images`` hyp, or the recipe's default
+    (off for the published recipe, whose long schedule lets BN statistics settle by themselves)."""
+    value = hyp.get("bn_recal_images")
+    return default if value is None else int(value)

@@ -243,6 +243,11 @@ class Trainer:
                     self.recipe.reason, self.recipe.accumulate, self.recipe.warmup_iters, self.recipe.lr0,
                     self.recipe.ema_decay, self.recipe.close_mosaic)
         self.train_set.close_mosaic_epochs = self.recipe.close_mosaic
+        self.distiller = None
+        if args.distill:
+            from repyolo.loss.distill import build_distiller  # the self-distillation stage
+
+            self.distiller = build_distiller(model, args.teacher, h, args.epochs, self.device)
         if str(h["optimizer"]).lower() == "repopt":
             from repyolo.engine.repoptimizer import build_repoptimizer
 
@@ -261,6 +266,10 @@ class Trainer:
                                              self.recipe.weight_decay)
         self.schedule = Schedule(self.recipe.lr0, args.epochs, h["lrf"], h["lr_schedule"], self.recipe.warmup_iters,
                                  h["warmup_bias_lr"], h["warmup_momentum"], h["momentum"])
+        if self.distiller is not None and list(self.distiller.parameters()):
+            # trainable feature-distillation adapters (CWD between different widths)
+            self.optimizer.add_param_group({"params": list(self.distiller.parameters()),
+                                            "weight_decay": self.recipe.weight_decay})
         self.ema = ModelEMA(model, self.recipe.ema_decay, self.recipe.ema_tau) if self.main else None
         self.criterion = build_loss(model, h)
         self.use_amp = args.amp and self.device.type == "cuda"
@@ -271,15 +280,12 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.distiller = None
-        if args.distill:
-            from repyolo.loss.distill import build_distiller  # the self-distillation stage
-
-            self.distiller = build_distiller(unwrap(self.model), args.teacher, h, args.epochs, self.device)
 
     def _load_resume_state(self) -> None:
         ck = self.resume_ckpt
         self.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()})
+        if self.distiller is not None and ck.get("distiller"):
+            self.distiller.load_state_dict(ck["distiller"])
         self.optimizer.load_state_dict(ck["optimizer"])
         if self.ema is not None and ck.get("ema"):
             self.ema.ema.load_state_dict(ck["ema"])
@@ -355,7 +361,7 @@ class Trainer:
                 out = model(imgs)
                 loss, items = self.criterion(out, targets, epoch, imgs.shape[0])
                 if self.distiller is not None:
-                    d_loss, _ = self.distiller(imgs, out, epoch)
+                    d_loss, _ = self.distiller(imgs, out, epoch + i / self.nb)  # alpha decays per iteration
                     loss = loss + d_loss
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -382,10 +388,28 @@ class Trainer:
         """COCO mAP of the EMA model on the validation split (plots and predictions.json when ``final``)."""
         from repyolo.engine.evaluator import Evaluator
 
+        model = self.ema.ema if self.ema else unwrap(self.model)
+        if self.recipe.bn_recal_images > 0:
+            self._recalibrate_bn(model)
         evaluator = Evaluator(dataset=self.val_set, batch_size=self.args.batch, workers=min(self.args.workers, 2),
                               conf_thres=self.hyp["conf_thres"], iou_thres=self.hyp["iou_thres"],
                               device=self.device, save_dir=self.save_dir if final else None, plots=final)
-        return evaluator(self.ema.ema if self.ema else unwrap(self.model))
+        return evaluator(model)
+
+    def _recalibrate_bn(self, model: nn.Module) -> None:
+        """Precise BN on evaluation-style (letterboxed, un-augmented) training images, fixed order."""
+        from repyolo.data.loader import build_dataloader
+        from repyolo.engine.precise_bn import recompute_bn_stats
+
+        if getattr(self, "_bn_loader", None) is None:
+            ds = self.data.dataset("train", img_size=self.args.img, augment=False, batch_size=self.args.batch,
+                                   stride=model.max_stride, names=list(model.names), prefix="precise-BN: ",
+                                   label_cache=True)
+            self._bn_loader = build_dataloader(ds, self.args.batch, workers=min(self.args.workers, 2),
+                                               shuffle=True, seed=self.args.seed)
+        n = recompute_bn_stats(model, self._bn_loader, -(-self.recipe.bn_recal_images // self.args.batch),
+                               self.device)
+        LOGGER.debug("precise BN: statistics recomputed over %d batches", n)
 
     def _fitness(self, metrics: dict) -> float:
         w = self.args.fitness_weights
@@ -399,7 +423,8 @@ class Trainer:
                 "ema_updates": self.ema.updates if self.ema else 0, "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.use_amp else None, "epoch": epoch, "step": self.step,
                 "args": self.args.to_dict(), "hyp": self.hyp, "metrics": metrics,
-                "best_fitness": self.best_fitness, "rng": rng_state(), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "best_fitness": self.best_fitness, "rng": rng_state(),
+                "distiller": self.distiller.state_dict() if self.distiller is not None else None, "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def _end_epoch(self, epoch: int, losses: np.ndarray, metrics: dict, elapsed: float) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
