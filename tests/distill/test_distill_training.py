@@ -55,7 +55,7 @@ def test_trainer_calls_the_distiller_with_finite_positive_losses(distilled_run):
     trainer, calls, _ = distilled_run
     assert len(calls) == trainer.nb
     for loss, items, epoch in calls:
-        assert np.isfinite(loss) and loss > 0 and (items > 0).all() and epoch == 0
+        assert np.isfinite(loss) and loss > 0 and (items > 0).all() and 0 <= epoch < 1  # fractional epoch
     assert trainer.distiller.student_box == "reg_dist" and trainer.distiller.teacher_box == "distances"
 
 
