@@ -1,0 +1,18 @@
+"""Export to deployment runtimes (ONNX, OpenVINO, TorchScript) and one Backend interface over them.
+
+``export_model(weights_or_model, format, **opts) -> Path`` writes a self-describing file;
+``load_backend(path)`` runs it (see :mod:`repyolo.export.runtime`).
+"""
+from __future__ import annotations
+
+from repyolo.export.runtime import Backend, TorchBackend, load_backend
+
+
+def export_model(weights_or_model, format: str = "onnx", **opts):
+    """See :func:`repyolo.export.exporter.export_model` (imported lazily: onnx is heavy)."""
+    from repyolo.export.exporter import export_model as _export
+
+    return _export(weights_or_model, format, **opts)
+
+
+__all__ = ["Backend", "TorchBackend", "load_backend", "export_model"]

@@ -1,55 +1,146 @@
-"""One inference interface over several runtimes (PyTorch, onnxruntime, OpenVINO).
+"""One inference interface over several runtimes (PyTorch, onnxruntime, OpenVINO, TorchScript).
 
 ``load_backend(weights)`` picks the runtime from the weights' type: a ``.pt`` checkpoint ->
-:class:`TorchBackend`; ``.onnx`` -> ONNX Runtime; an OpenVINO IR folder or ``.xml`` -> OpenVINO.
+:class:`TorchBackend`; ``.onnx`` -> ONNX Runtime; an OpenVINO IR folder or ``.xml`` -> OpenVINO;
+``.torchscript`` -> TorchScript.
 Every backend maps a float ``(B, 3, H, W)`` batch in 0..1 (RGB) to raw predictions
 ``(B, A, 4 + nc)`` (xyxy input pixels + class scores), the contract of the PyTorch model in
 eval mode, so ``val``, ``predict`` and ``bench`` work the same whatever file they are given.
+
+Exported files describe themselves (:mod:`repyolo.export.metadata`): ``names``, ``stride``,
+``img_size`` (the fixed input size, ``None`` when the file takes any size) and ``batch``
+(fixed batch or ``None``). A fixed-batch file still accepts any batch: the input is split
+into chunks of that size and the last chunk is zero-padded.
+
+End-to-end files (exported with ``--nms``) have no raw output: ``backend.end2end`` is
+``True``, ``backend(x)`` raises, and ``backend.detect(x)`` returns the in-graph detections,
+one ``(N, 6)`` tensor ``x1 y1 x2 y2 score class`` per image.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from repyolo.errors import CheckpointError
+from repyolo.errors import CheckpointError, RepyoloError
+from repyolo.utils.logging import get_logger
+
+LOGGER = get_logger(__name__)
 
 
 class Backend:
     """Base class. Attributes: ``names`` (class names), ``stride`` (largest stride),
     ``img_size`` (fixed ``(H, W)`` input or ``None`` when any multiple of ``stride`` works),
-    ``batch`` (fixed batch size or ``None``), ``kind`` (``'torch' | 'onnx' | 'openvino'``)."""
+    ``batch`` (fixed batch size or ``None``), ``kind`` (``'torch' | 'onnx' | 'openvino' | 'torchscript'``),
+    ``end2end`` (the file contains NMS; use :meth:`detect`), ``metadata`` (the file's metadata dict)."""
 
     kind = "base"
     names: list[str]
     stride: int = 32
     img_size: tuple[int, int] | None = None
     batch: int | None = None
+    end2end: bool = False
+    metadata: dict | None = None
+    source: str = ""
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(B, 3, H, W)`` float in 0..1 -> ``(B, A, 4 + nc)`` float32 torch tensor (CPU or model device)."""
         raise NotImplementedError
 
+    def detect(self, x: torch.Tensor | np.ndarray, conf: float = 0.0) -> list[torch.Tensor]:
+        """End-to-end files only: per image ``(N, 6)`` ``x1 y1 x2 y2 score class`` (float32, CPU) with
+        ``score > conf`` (the file's own threshold, fixed at export, applies first)."""
+        raise RepyoloError(f"{self.source or self.kind}: raw-output model; run post-processing "
+                           "(repyolo.ops.postprocess) on backend(x)")
+
     @property
     def nc(self) -> int:
         return len(self.names)
 
+    def check_input(self, x: torch.Tensor | np.ndarray) -> None:
+        """Raise a one-line error when ``x`` is not ``(B, 3, H, W)`` of the size this file takes."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise RepyoloError(f"{self.source}: expected a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
+        h, w = int(x.shape[2]), int(x.shape[3])
+        if self.img_size is not None and (h, w) != tuple(self.img_size):
+            raise RepyoloError(f"{self.source}: exported for {self.img_size[0]}x{self.img_size[1]} input, "
+                               f"got {h}x{w}; use --img {self.img_size[0]} or re-export with --dynamic")
+        if h % self.stride or w % self.stride:
+            raise RepyoloError(f"{self.source}: input {h}x{w} is not a multiple of the stride {self.stride}")
+
+
+def run_in_batches(fn: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """Run ``fn`` (fixed batch ``batch``, or any batch when ``None``) on ``x`` of any batch size.
+
+    ``x`` is split into chunks of ``batch``; the last chunk is zero-padded and the padding rows
+    are cut from every output (outputs are batch-first). Returns ``fn``'s outputs concatenated.
+    """
+    n = x.shape[0]
+    if batch is None or n == batch:
+        return fn(x)
+    chunks = []
+    for start in range(0, n, batch):
+        part = x[start:start + batch]
+        m = part.shape[0]
+        if m < batch:
+            pad = np.zeros((batch - m, *part.shape[1:]), dtype=part.dtype)
+            part = np.concatenate((part, pad))
+        chunks.append([o[:m] for o in fn(np.ascontiguousarray(part))])
+    return [np.concatenate(outs) for outs in zip(*chunks)]
+
+
+def as_numpy(x: torch.Tensor | np.ndarray, dtype=np.float32) -> np.ndarray:
+    """A contiguous CPU numpy array of ``dtype``."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def end2end_to_detections(num_dets: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                          conf: float = 0.0) -> list[torch.Tensor]:
+    """Fixed-size end-to-end outputs -> per image ``(N, 6)`` float32 tensors (padding rows dropped)."""
+    out = []
+    for i in range(num_dets.shape[0]):
+        k = int(num_dets[i].reshape(-1)[0])
+        det = np.concatenate((boxes[i, :k], scores[i, :k, None], classes[i, :k, None]), 1).astype(np.float32)
+        det = det[det[:, 4] > conf]
+        out.append(torch.from_numpy(np.ascontiguousarray(det)))
+    return out
+
+
+def load_checkpoint_model(weights: str | Path) -> torch.nn.Module:
+    """:func:`repyolo.engine.checkpoint.load_model`, with any unexpected failure of the unpickler on a
+    corrupt or foreign file (e.g. ``IndexError`` on a text file) turned into a one-line CheckpointError."""
+    from repyolo.engine.checkpoint import load_model
+
+    try:
+        return load_model(weights)
+    except RepyoloError:
+        raise
+    except Exception as exc:  # torch.load raises many types on garbage input
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+        raise CheckpointError(f"{weights}: not a loadable checkpoint ({reason})") from None
+
 
 class TorchBackend(Backend):
-    """A PyTorch checkpoint, fused for inference unless ``fuse=False``; ``half`` on CUDA only."""
+    """A PyTorch checkpoint, fused for inference unless ``fuse=False``; ``half`` on CUDA only;
+    ``threads`` sets ``torch.set_num_threads`` (process-wide)."""
 
     kind = "torch"
 
     def __init__(self, weights: str | Path | torch.nn.Module, device: str | torch.device = "cpu",
-                 fuse: bool = True, half: bool = False):
-        from repyolo.engine.checkpoint import load_model
-
+                 fuse: bool = True, half: bool = False, threads: int | None = None):
         self.device = torch.device(device)
-        model = load_model(weights) if not isinstance(weights, torch.nn.Module) else weights
+        self.source = str(weights) if not isinstance(weights, torch.nn.Module) else type(weights).__name__
+        model = load_checkpoint_model(weights) if not isinstance(weights, torch.nn.Module) else weights
         model = model.eval()
         if fuse and hasattr(model, "fuse"):
             model.fuse()
+        if threads:
+            torch.set_num_threads(int(threads))
         self.half = half and self.device.type == "cuda"
         self.model = model.to(self.device).half() if self.half else model.to(self.device)
         self.names = list(getattr(model, "names", []))
@@ -63,7 +154,11 @@ class TorchBackend(Backend):
 
 
 def load_backend(weights: str | Path | torch.nn.Module, device: str | torch.device = "cpu", **kwargs) -> Backend:
-    """Open ``weights`` with the matching runtime (see module docstring)."""
+    """Open ``weights`` with the matching runtime (see module docstring).
+
+    ``kwargs`` go to the backend (``fuse``, ``half`` for PyTorch; ``threads`` for all); options a
+    runtime has no use for (``fuse`` for an exported file) are ignored.
+    """
     if isinstance(weights, torch.nn.Module):
         return TorchBackend(weights, device, **kwargs)
     path = Path(weights)
@@ -71,11 +166,15 @@ def load_backend(weights: str | Path | torch.nn.Module, device: str | torch.devi
         raise CheckpointError(f"{path}: weights not found")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        from repyolo.export.onnx_backend import OnnxBackend  # written with the export stage
+        from repyolo.export.onnx_backend import OnnxBackend
 
         return OnnxBackend(path, device, **kwargs)
     if path.is_dir() or suffix == ".xml":
         from repyolo.export.openvino_backend import OpenVinoBackend
 
         return OpenVinoBackend(path, device, **kwargs)
+    if suffix == ".torchscript":
+        from repyolo.export.torchscript_backend import TorchScriptBackend
+
+        return TorchScriptBackend(path, device, **kwargs)
     return TorchBackend(path, device, **kwargs)

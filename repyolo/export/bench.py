@@ -1,0 +1,168 @@
+"""Latency / throughput of one model on several backends, measured fairly.
+
+Each backend is built from the same weights (exported on the fly into a temporary folder),
+warmed up, then timed **round-robin**: run ``r`` times every backend once, in an order
+rotated by ``r``, so a drifting clock (thermal or turbo changes, a neighbour process on a
+shared machine) hits every backend alike. Each timing is one call ``backend(x)`` on a fixed
+``(batch, 3, H, W)`` input, including the tensor <-> numpy copies a user of that backend pays.
+
+Backends: ``torch`` (fused, or not with ``fuse=False``), ``torch-unfused``, ``torchscript``,
+``onnx`` (onnxruntime CPU), ``openvino`` (CPU, fp32), ``openvino-bf16`` (CPU, bf16 inference
+precision, where the CPU has AVX512-BF16/AMX).
+"""
+from __future__ import annotations
+
+import copy
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repyolo.errors import RepyoloError
+from repyolo.utils.logging import get_logger
+
+LOGGER = get_logger(__name__)
+BACKENDS = ("torch", "torch-unfused", "torchscript", "onnx", "openvino", "openvino-bf16")
+
+
+def _load_source(weights) -> tuple[torch.nn.Module, str]:
+    """A checkpoint path, a model name / YAML (random weights: latency does not depend on them) or a model."""
+    if isinstance(weights, torch.nn.Module):
+        return weights.eval(), str(weights.cfg.get("name", "model"))
+    path = Path(str(weights))
+    if path.suffix.lower() in (".pt", ".pth") or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
+        from repyolo.export.runtime import load_checkpoint_model
+
+        return load_checkpoint_model(path), str(path)
+    from repyolo.nn.model import build_model
+
+    model = build_model(str(weights))
+    LOGGER.info("%s: model config with random weights (latency does not depend on the weights)", weights)
+    return model.eval(), str(weights)
+
+
+def cpu_name() -> str:
+    """CPU model string from /proc/cpuinfo (falls back to ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_backends(model: torch.nn.Module, names: list[str], img_size: tuple[int, int], batch: int,
+                   threads: int | None, fuse: bool, workdir: Path) -> dict:
+    """``{name: backend}`` for the requested backend names, exporting into ``workdir`` as needed."""
+    from repyolo.export.exporter import export_model
+    from repyolo.export.runtime import TorchBackend, load_backend
+
+    backends, exported = {}, {}
+
+    def exported_file(fmt: str) -> Path:
+        if fmt not in exported:
+            suffix = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript"}[fmt]
+            exported[fmt] = export_model(model, fmt, img_size=img_size, batch=batch,
+                                         output=workdir / f"model{suffix}")
+        return exported[fmt]
+
+    for name in names:
+        if name in ("torch", "torch-unfused"):
+            backends[name] = TorchBackend(copy.deepcopy(model), fuse=fuse and name == "torch", threads=threads)
+        elif name == "torchscript":
+            backends[name] = load_backend(exported_file("torchscript"), threads=threads)
+        elif name == "onnx":
+            backends[name] = load_backend(exported_file("onnx"), threads=threads)
+        elif name in ("openvino", "openvino-bf16"):
+            backends[name] = load_backend(exported_file("openvino"), threads=threads,
+                                          precision="bf16" if name.endswith("bf16") else "f32")
+        else:
+            raise RepyoloError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return backends
+
+
+def time_round_robin(backends: dict, x: torch.Tensor, warmup: int = 5, runs: int = 30,
+                     pause_ms: float = 20.0) -> dict[str, list[float]]:
+    """Milliseconds per call of every backend, ``runs`` rounds, order rotated each round.
+
+    Each timed call is preceded by a ``pause_ms`` sleep: the thread pools of onnxruntime, OpenVINO
+    and OpenMP keep spinning for a while after a call, and without the pause they would steal
+    the cores from the next backend in the round.
+    """
+    names = list(backends)
+    for name in names:
+        for _ in range(warmup):
+            backends[name](x)
+    times = {name: [] for name in names}
+    for r in range(runs):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            time.sleep(pause_ms / 1e3)
+            t0 = time.perf_counter()
+            backends[name](x)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def summarize(ms: list[float], batch: int) -> dict:
+    a = np.asarray(ms)
+    median = float(np.median(a))
+    return {"median_ms": round(median, 3), "p90_ms": round(float(np.percentile(a, 90)), 3),
+            "mean_ms": round(float(a.mean()), 3), "min_ms": round(float(a.min()), 3),
+            "std_ms": round(float(a.std()), 3), "throughput_ips": round(batch * 1e3 / median, 2), "runs": len(ms)}
+
+
+def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=("torch", "onnx", "openvino"),
+              batch: int = 1, threads: int | None = None, warmup: int = 5, runs: int = 30, fuse: bool = True,
+              workdir: str | Path | None = None, seed: int = 0) -> dict:
+    """Measure ``weights`` (checkpoint, model name/YAML or model) on ``backends``.
+
+    Returns ``{"model", "img", "batch", "threads", "warmup", "runs", "fused", "gflops", "cpu",
+    "versions", "results": {backend: {"median_ms", "p90_ms", "mean_ms", "min_ms", "std_ms",
+    "throughput_ips", "runs"}}}`` (throughput in images/s from the median latency).
+    """
+    from repyolo.utils.flops import count_gflops
+
+    names = [b.strip() for b in (backends.split(",") if isinstance(backends, str) else backends) if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad or not names:
+        raise RepyoloError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    if runs < 1 or warmup < 0 or batch < 1:
+        raise RepyoloError("bench needs --runs >= 1, --warmup >= 0, --batch >= 1")
+    model, source = _load_source(weights)
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if h % model.max_stride or w % model.max_stride:
+        raise RepyoloError(f"--img {h}x{w}: must be a multiple of the stride {model.max_stride}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    gflops = count_gflops(copy.deepcopy(model).fuse(), (h, w), batch)  # the deploy model's work, for every backend
+    x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    with tempfile.TemporaryDirectory(prefix="repyolo_bench_", dir=workdir) as tmp:
+        built = build_backends(model, names, (h, w), batch, threads, fuse, Path(tmp))
+        times = time_round_robin(built, x, warmup, runs)
+    versions = {"torch": torch.__version__}
+    for mod in ("onnxruntime", "openvino"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return {"model": source, "img": [h, w], "batch": batch, "threads": threads or torch.get_num_threads(),
+            "warmup": warmup, "runs": runs, "fused": fuse, "gflops": round(gflops, 3), "cpu": cpu_name(),
+            "versions": versions, "results": {name: summarize(ms, batch) for name, ms in times.items()}}
+
+
+def format_table(result: dict) -> str:
+    """Markdown table of a :func:`benchmark` result."""
+    h, w = result["img"]
+    lines = [f"{result['model']}  {h}x{w}  batch {result['batch']}  threads {result['threads']}  "
+             f"{result['gflops']:.2f} GFLOPs  ({result['runs']} interleaved runs, {result['cpu']})",
+             "", "| backend | median ms | p90 ms | min ms | img/s | GFLOP/s |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in result["results"].items():
+        achieved = result["gflops"] / (r["median_ms"] / 1e3)
+        lines.append(f"| {name} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['min_ms']:.2f} | "
+                     f"{r['throughput_ips']:.1f} | {achieved:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""``export_model``: one entry point from a checkpoint (or model) to a deployable file.
+
+The model is always exported in its deploy form: a non-fused checkpoint is fused first
+(RepVGG branches merged, BN folded) and the training-only head branches (anchor-aided
+``*_ab``, DLD ``reg_preds_dist``) are dropped by ``fuse()``.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from repyolo.errors import RepyoloError
+from repyolo.export.metadata import build_metadata
+from repyolo.export.onnx import DEFAULT_OPSET, check_opset
+from repyolo.utils.logging import get_logger
+
+LOGGER = get_logger(__name__)
+FORMATS = ("onnx", "openvino", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": "_openvino_model"}
+
+
+def deploy_model(weights_or_model) -> torch.nn.Module:
+    """A fused, eval-mode, float32 CPU copy of a checkpoint path or a model (the input is not modified)."""
+    if isinstance(weights_or_model, torch.nn.Module):
+        model = copy.deepcopy(weights_or_model)
+    else:
+        from repyolo.export.runtime import load_checkpoint_model
+
+        model = load_checkpoint_model(weights_or_model)
+    if not hasattr(model, "fuse") or not hasattr(model, "stride"):
+        raise RepyoloError(f"cannot export {type(model).__name__}: not a repyolo YOLOv6 model")
+    model = model.float().cpu().eval()
+    was_fused = getattr(model, "is_fused", False)
+    model.fuse()
+    if not was_fused:
+        LOGGER.info("fused the model for deployment (re-parameterized blocks, BN folded, auxiliary branches dropped)")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _img_size(img_size, stride: int) -> tuple[int, int]:
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise RepyoloError(f"--img {h}x{w}: height and width must be positive multiples of the model stride {stride}")
+    return h, w
+
+
+def default_output(weights_or_model, model: torch.nn.Module, fmt: str) -> Path:
+    """``W.onnx`` / ``W.torchscript`` / ``W_openvino_model/`` beside the weights (cwd for a model object)."""
+    if isinstance(weights_or_model, (str, Path)):
+        base = Path(weights_or_model)
+        return base.with_name(base.stem + SUFFIX[fmt])
+    return Path.cwd() / (str(model.cfg.get("name", "model")) + SUFFIX[fmt])
+
+
+def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tuple[int, int] = 640,
+                 batch: int = 1, dynamic: bool = False, half: bool = False, opset: int = DEFAULT_OPSET,
+                 simplify: bool = True, nms: bool = False, max_det: int = 100, conf: float = 0.25,
+                 iou: float = 0.45, multi_label: bool = False, int8: bool = False, data=None,
+                 calib: int = 100, output: str | Path | None = None) -> Path:
+    """Export a checkpoint (path) or a YOLOv6 model to ``format``; returns the written path.
+
+    Args:
+        format: ``'onnx' | 'openvino' | 'torchscript'``.
+        img_size: input size, an int or ``(H, W)``, multiples of the model stride.
+        batch: fixed batch size; ``dynamic=True`` makes batch, height and width free (ONNX, OpenVINO).
+        half: fp16 (ONNX: for GPU providers; OpenVINO: fp16-compressed weights; TorchScript: CUDA only).
+        opset: ONNX opset (13..20 with torch 2.13).
+        simplify: run onnxslim on the ONNX graph.
+        nms: end-to-end graph with class-aware NMS (ONNX, OpenVINO): outputs ``num_dets``,
+            ``det_boxes``, ``det_scores``, ``det_classes`` with ``max_det`` rows per image,
+            thresholds ``conf`` / ``iou``, ``multi_label`` as in the Python post-processing.
+        int8: INT8 post-training quantization (static QDQ, calibrated on ``calib`` images of the
+            ``data`` YAML) through :func:`repyolo.quant.quantize_ptq`: an INT8 ``.onnx``, or an
+            OpenVINO IR converted from it. Square ``img_size``, batch 1, no ``nms``/``dynamic``/``half``;
+            for partial quantization and calibrator choice use ``repyolo quantize``.
+        output: file (ONNX, TorchScript) or folder (OpenVINO); default beside the weights.
+    """
+    fmt = str(format).lower()
+    if fmt not in FORMATS:
+        raise RepyoloError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if int8:
+        return _export_int8(weights_or_model, fmt, data, img_size, output, calib=calib, batch=batch,
+                            dynamic=dynamic, half=half, nms=nms)
+    if batch < 1:
+        raise RepyoloError(f"--batch {batch}: must be >= 1")
+    if fmt != "torchscript":
+        check_opset(opset)
+    if nms:
+        if fmt == "torchscript":
+            raise RepyoloError("--nms is available for onnx and openvino exports (TorchScript keeps raw outputs)")
+        if max_det < 1 or not 0.0 <= conf < 1.0 or not 0.0 < iou <= 1.0:
+            raise RepyoloError(f"--nms needs max_det >= 1, 0 <= conf < 1, 0 < iou <= 1 "
+                               f"(got {max_det}, {conf}, {iou})")
+    model = deploy_model(weights_or_model)
+    size = _img_size(img_size, model.max_stride)
+    nms_cfg = {"max_det": int(max_det), "conf": float(conf), "iou": float(iou),
+               "multi_label": bool(multi_label)} if nms else None
+    out = Path(output) if output else default_output(weights_or_model, model, fmt)
+    if half and fmt == "onnx":
+        LOGGER.warning("--half: the fp16 ONNX model is meant for GPU execution providers (CUDA, TensorRT); "
+                       "onnxruntime's CPU provider runs fp16 slower than fp32 or not at all - "
+                       "export without --half for CPU")
+    meta = build_metadata(model, size, batch, dynamic, half, nms_cfg)
+    if fmt == "onnx":
+        from repyolo.export.onnx import export_onnx
+
+        return export_onnx(model, out, meta, size, batch, dynamic, half, opset, simplify, nms_cfg)
+    if fmt == "openvino":
+        from repyolo.export.openvino import export_openvino
+
+        return export_openvino(model, out, meta, size, batch, dynamic, half, opset, nms_cfg)
+    from repyolo.export.torchscript import export_torchscript
+
+    if dynamic:
+        LOGGER.info("TorchScript: the trace takes any batch and input size already; --dynamic changes nothing")
+    return export_torchscript(model, out, meta, size, batch, half)
+
+
+def _export_int8(weights_or_model, fmt: str, data, img_size, output, calib: int = 100, batch: int = 1,
+                 dynamic: bool = False, half: bool = False, nms: bool = False) -> Path:
+    """INT8 ONNX (QDQ) via the quantization stage; OpenVINO IR converted from it."""
+    import tempfile
+
+    if fmt == "torchscript":
+        raise RepyoloError("--int8 is available for onnx and openvino exports")
+    if data is None:
+        raise RepyoloError("--int8 needs --data DATA: calibration images for post-training quantization")
+    if dynamic or half or nms or batch != 1:
+        raise RepyoloError("--int8 exports a static batch-1 model: drop --dynamic, --half, --nms and --batch")
+    size = img_size if isinstance(img_size, int) else tuple(img_size)
+    if not isinstance(size, int):
+        if size[0] != size[1]:
+            raise RepyoloError(f"--int8 needs a square --img, got {size[0]}x{size[1]}")
+        size = int(size[0])
+    try:
+        from repyolo.quant import quantize_ptq
+    except ImportError:
+        raise RepyoloError("INT8 export needs the quantization stage (repyolo.quant)") from None
+    if fmt == "onnx":
+        if output is None and isinstance(weights_or_model, (str, Path)):
+            output = Path(weights_or_model).with_name(Path(weights_or_model).stem + "_int8.onnx")
+        return Path(quantize_ptq(weights_or_model, data, calib=calib, img_size=size, output=output).path)
+    from repyolo.export.metadata import from_strings
+    from repyolo.export.openvino import convert_onnx
+
+    if output is None:
+        if isinstance(weights_or_model, (str, Path)):
+            output = Path(weights_or_model).with_name(Path(weights_or_model).stem + "_int8_openvino_model")
+        else:
+            output = Path.cwd() / "model_int8_openvino_model"
+    with tempfile.TemporaryDirectory(prefix="repyolo_int8_") as tmp:
+        q = Path(quantize_ptq(weights_or_model, data, calib=calib, img_size=size,
+                              output=Path(tmp) / "model_int8.onnx").path)
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(q), load_external_data=False).metadata_props}
+        return convert_onnx(q, output, from_strings(props, q))

@@ -1,0 +1,65 @@
+"""Helpers for the export tests: small random-weight models whose outputs are not trivial.
+
+A freshly built head has zero prediction weights (constant scores, one box per anchor);
+:func:`perturb` gives it seeded random weights and biases, and random BN statistics so that
+``fuse()`` has real work to do.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from repyolo.engine.checkpoint import save_checkpoint
+from repyolo.nn.model import load_model_config
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, seed: int = 0, cls_bias: float = -4.0, spread: float = 1.0) -> torch.nn.Module:
+    """Seeded random BN statistics and head weights; box distances stay positive (valid boxes).
+
+    The class branch is calibrated on a random input so that every class has the same mean
+    logit ``cls_bias`` and the logits vary by ``spread`` (std) across positions: scores then
+    depend on the image (a few confident boxes of several classes per photo) instead of one
+    class winning everywhere.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1, generator=g)
+            m.running_var.uniform_(0.5, 1.5, generator=g)
+            m.weight.uniform_(0.5, 1.5, generator=g)
+            m.bias.normal_(0.0, 0.1, generator=g)
+    head = model.detect
+    for conv in head.reg_preds:
+        conv.weight.normal_(0.0, 0.05, generator=g)
+        conv.bias.uniform_(0.5, 3.0, generator=g)
+    for conv in head.cls_preds:
+        conv.weight.normal_(0.0, 1.0, generator=g)
+    feats = {}
+    hooks = [conv.register_forward_hook(lambda mod, inp, out, k=k: feats.__setitem__(k, inp[0]))
+             for k, conv in enumerate(head.cls_preds)]
+    model.eval()(torch.rand(2, 3, 160, 160, generator=g))
+    for h in hooks:
+        h.remove()
+    for k, conv in enumerate(head.cls_preds):
+        mean = feats[k].mean((0, 2, 3), keepdim=True)
+        centred = torch.nn.functional.conv2d(feats[k] - mean, conv.weight)
+        conv.weight.mul_(spread / centred.std().clamp_min(1e-6))
+        conv.bias.copy_(cls_bias - torch.nn.functional.conv2d(mean, conv.weight).flatten())
+    return model
+
+
+def csp_config() -> dict:
+    """A small CSP (BepC3 + DFL) model: the yolov6m config at width 0.25, depth 0.33."""
+    cfg = load_model_config("yolov6m")
+    cfg.update(name="yolov6m-w025", width_multiple=0.25, depth_multiple=0.33)
+    return cfg
+
+
+def save_model(model: torch.nn.Module, path) -> str:
+    """Save ``model`` (not fused) as a repyolo training-style checkpoint."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_checkpoint({"model_cfg": copy.deepcopy(model.cfg), "names": list(model.names), "fused": False,
+                     "model": state, "ema": None, "epoch": 0}, path)
+    return str(path)
