@@ -51,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
     best = trainer.wdir / "best.pt"
 
     LOGGER.info("3/4 predictions on validation images")
+    from repyolo.data.config import load_data_config
     from repyolo.engine.predictor import predict_to_dir
 
-    from repyolo.data.config import load_data_config
-
-    val_images = sorted(p for src in load_data_config(data_yaml).val for p in Path(src).rglob("*.png"))[:6]
+    val_images = sorted(p for src in load_data_config(data_yaml).val for p in Path(src).rglob("*")
+                        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))[:6]
     pred_dir = predict_to_dir(best, [str(p) for p in val_images], project / "predict", img_size=args.img,
                               conf=0.25)
     onnx_path, onnx_map = None, None
