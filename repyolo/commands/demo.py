@@ -1,8 +1,8 @@
 """``repyolo demo``: the main job end to end on the bundled synthetic data set.
 
 Generates the synthetic shapes set, trains a small YOLOv6 on the CPU, evaluates it with COCO
-mAP, draws its predictions on validation images, exports ONNX and checks the ONNX model
-scores like the PyTorch one, then prints where everything is.
+mAP, draws its predictions on validation images, exports ONNX, then prints where everything
+is (and writes it to ``PROJECT/demo.json``).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                         if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))[:6]
     pred_dir = predict_to_dir(best, [str(p) for p in val_images], project / "predict", img_size=args.img,
                               conf=0.25)
-    onnx_path, onnx_map = None, None
+    onnx_path = None
     if not args.no_export:
         LOGGER.info("4/4 ONNX export")
         from repyolo.export import export_model
