@@ -8,7 +8,7 @@ import torch
 
 from repyolo.errors import CheckpointError, RepyoloError
 from repyolo.export.metadata import END2END_OUTPUTS, from_strings
-from repyolo.export.runtime import Backend, as_numpy, end2end_to_detections, run_in_batches
+from repyolo.export.runtime import FileBackend
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -28,7 +28,7 @@ def _static(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-class OnnxBackend(Backend):
+class OnnxBackend(FileBackend):
     """An exported ``.onnx`` file run by onnxruntime.
 
     Args:
@@ -75,7 +75,7 @@ class OnnxBackend(Backend):
         self.batch = _static(shape[0])
         h, w = _static(shape[2]), _static(shape[3])
         self.img_size = (h, w) if h and w else None
-        self.dtype = np.float16 if inp[0].type == "tensor(float16)" else np.float32
+        self.dtype = self.input_dtype = np.float16 if inp[0].type == "tensor(float16)" else np.float32
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.end2end = self.metadata.get("output_layout") == "end2end"
         if self.end2end and self.output_names != list(END2END_OUTPUTS):
@@ -84,18 +84,3 @@ class OnnxBackend(Backend):
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.output_names, {self.input_name: x})
-
-    def _forward(self, x) -> list[np.ndarray]:
-        self.check_input(x)
-        return run_in_batches(self._run, as_numpy(x, self.dtype), self.batch)
-
-    def __call__(self, x) -> torch.Tensor:
-        if self.end2end:
-            raise RepyoloError(f"{self.path}: end-to-end model (exported with --nms): its outputs are final "
-                               "detections; use backend.detect(x)")
-        return torch.from_numpy(self._forward(x)[0]).float()
-
-    def detect(self, x, conf: float = 0.0) -> list[torch.Tensor]:
-        if not self.end2end:
-            return super().detect(x, conf)
-        return end2end_to_detections(*self._forward(x), conf=conf)

@@ -10,7 +10,7 @@ import yaml
 from repyolo.errors import CheckpointError, RepyoloError
 from repyolo.export.metadata import END2END_OUTPUTS, from_strings, to_strings
 from repyolo.export.openvino import METADATA_FILE, RT_SECTION
-from repyolo.export.runtime import Backend, as_numpy, end2end_to_detections, run_in_batches
+from repyolo.export.runtime import FileBackend
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -46,7 +46,7 @@ def _read_metadata(ov_model, xml: Path) -> dict:
     return from_strings(props, xml)
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(FileBackend):
     """An OpenVINO IR (folder or ``.xml``) compiled for the CPU plugin.
 
     Args:
@@ -114,18 +114,3 @@ class OpenVinoBackend(Backend):
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         result = self.request.infer({0: x})
         return [np.array(result[o]) for o in self.outputs]
-
-    def _forward(self, x) -> list[np.ndarray]:
-        self.check_input(x)
-        return run_in_batches(self._run, as_numpy(x, np.float32), self.batch)
-
-    def __call__(self, x) -> torch.Tensor:
-        if self.end2end:
-            raise RepyoloError(f"{self.path}: end-to-end model (exported with --nms): its outputs are final "
-                               "detections; use backend.detect(x)")
-        return torch.from_numpy(self._forward(x)[0]).float()
-
-    def detect(self, x, conf: float = 0.0) -> list[torch.Tensor]:
-        if not self.end2end:
-            return super().detect(x, conf)
-        return end2end_to_detections(*self._forward(x), conf=conf)

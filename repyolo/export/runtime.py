@@ -125,6 +125,34 @@ def load_checkpoint_model(weights: str | Path) -> torch.nn.Module:
         raise CheckpointError(f"{weights}: not a loadable checkpoint ({reason})") from None
 
 
+class FileBackend(Backend):
+    """Shared by the exported-file backends: fixed-batch splitting and end-to-end (``--nms``) files.
+
+    Subclasses set ``path``, ``batch``, ``end2end``, ``input_dtype`` and implement ``_run(x) -> outputs``.
+    """
+
+    input_dtype = np.float32
+    end2end = False
+
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _forward(self, x) -> list[np.ndarray]:
+        self.check_input(x)
+        return run_in_batches(self._run, as_numpy(x, self.input_dtype), self.batch)
+
+    def __call__(self, x) -> torch.Tensor:
+        if self.end2end:
+            raise RepyoloError(f"{self.path}: end-to-end model (exported with --nms): its outputs are final "
+                               "detections; use backend.detect(x)")
+        return torch.from_numpy(self._forward(x)[0]).float()
+
+    def detect(self, x, conf: float = 0.0) -> list[torch.Tensor]:
+        if not self.end2end:
+            return super().detect(x, conf)
+        return end2end_to_detections(*self._forward(x), conf=conf)
+
+
 class TorchBackend(Backend):
     """A PyTorch checkpoint, fused for inference unless ``fuse=False``; ``half`` on CUDA only;
     ``threads`` sets ``torch.set_num_threads`` (process-wide)."""
