@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default=None, help="where to write the synthetic set (default PROJECT/data)")
     p.add_argument("--model", default="yolov6-tiny", help="model to train (yolov6-tiny: yolov6n topology at 1/8 width)")
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--epochs", type=int, default=90)
     p.add_argument("--img", type=int, default=192)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--n-train", type=int, default=400)

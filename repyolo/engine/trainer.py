@@ -431,8 +431,8 @@ class Trainer:
             fit = self._fitness(metrics)
             improved = fit > self.best_fitness
             self.best_fitness = max(fit, self.best_fitness)
-        else:
-            improved = not (self.wdir / "best.pt").exists()
+        else:  # no evaluation this epoch: without validation at all, best.pt follows last.pt
+            improved = self.val_set is None or not (self.wdir / "best.pt").exists()
         ckpt = self._checkpoint(epoch, metrics)
         save_checkpoint(ckpt, self.wdir / "last.pt")
         if improved:
