@@ -127,6 +127,13 @@ def load_model(weights: str | Path, device="cpu"):
     return model_from_checkpoint(read_checkpoint(weights)).to(device)
 
 
+def training_checkpoint(model, names=None, **extra) -> dict:
+    """A checkpoint dict for a model in training form (not fused): loadable, fine-tunable, exportable."""
+    state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    return {"model_cfg": dict(model.cfg), "names": list(names or model.names), "fused": False, "model": state,
+            "ema": None, "epoch": 0, **extra}
+
+
 def deploy_checkpoint(model, names=None, **extra) -> dict:
     """A checkpoint dict for a fused (re-parameterized) model: loads straight into the deploy form."""
     model.fuse()

@@ -6,11 +6,10 @@ A freshly built head has zero prediction weights (constant scores, one box per a
 """
 from __future__ import annotations
 
-import copy
 
 import torch
 
-from repyolo.engine.checkpoint import save_checkpoint
+from repyolo.engine.checkpoint import save_checkpoint, training_checkpoint
 from repyolo.nn.model import load_model_config
 
 
@@ -59,7 +58,5 @@ def csp_config() -> dict:
 
 def save_model(model: torch.nn.Module, path) -> str:
     """Save ``model`` (not fused) as a repyolo training-style checkpoint."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_checkpoint({"model_cfg": copy.deepcopy(model.cfg), "names": list(model.names), "fused": False,
-                     "model": state, "ema": None, "epoch": 0}, path)
+    save_checkpoint(training_checkpoint(model), path)
     return str(path)

@@ -1,12 +1,11 @@
 """Helpers of the quantization tests: a small YOLOv6 with non-trivial outputs, onnxruntime runs."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
 
-from repyolo.engine.checkpoint import save_checkpoint
+from repyolo.engine.checkpoint import save_checkpoint, training_checkpoint
 from repyolo.nn.model import build_model
 
 IMG = 64
@@ -40,9 +39,7 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
 
 
 def save_model(model: torch.nn.Module, path) -> str:
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_checkpoint({"model_cfg": copy.deepcopy(model.cfg), "names": list(model.names), "fused": False,
-                     "model": state, "ema": None, "epoch": 0}, path)
+    save_checkpoint(training_checkpoint(model), path)
     return str(path)
 
 
