@@ -8,6 +8,14 @@ from official_fakes import REFERENCE, make_official_checkpoint
 
 
 @pytest.fixture(scope="session")
+def official_reference():
+    """The official key-file folder (``../shared/reference/official_checkpoints``), or a skip with the reason."""
+    if not (REFERENCE / "module_classes.txt").is_file():
+        pytest.skip(f"official key files not found at {REFERENCE} (CI has ../shared; a user clone may not)")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
 def official_yolov6n(tmp_path_factory):
     """``(path, saved official state dict)`` of a stand-in official ``yolov6n.pt`` (float16)."""
     if not (REFERENCE / "yolov6n.txt").is_file():

@@ -44,7 +44,7 @@ def test_unpickled_tree_is_the_official_class_tree(official_yolov6n):
     assert all(torch.equal(state[k], v.float() if v.is_floating_point() else v) for k, v in saved.items())
 
 
-def test_ema_is_preferred_when_set(tmp_path):
+def test_ema_is_preferred_when_set(tmp_path, official_reference):
     path = tmp_path / "train_ckpt.pt"
     ema = make_official_checkpoint("yolov6n", path, seed=1, ema_seed=2)
     state, info = read_official_state_dict(path)
@@ -126,7 +126,7 @@ def test_truncated_official_file(tmp_path, official_yolov6n):
         read_official_state_dict(cut)
 
 
-def test_cli_import_weights(tmp_path, capsys):
+def test_cli_import_weights(tmp_path, capsys, official_reference):
     src = tmp_path / "yolov6n-distill_ns.pt"
     make_official_checkpoint("yolov6n-distill_ns", src)
     out = tmp_path / "ours.pt"
