@@ -1,4 +1,5 @@
-"""EfficientRep backbones (P5 and P6); with ``csp_e`` set they are the CSPBep backbones.
+"""EfficientRep backbones (P5 and P6); with ``csp_e`` set they are the CSPBep backbones
+(BepC3 stages, or MBLA stages with ``stage='mbla'``).
 
 Input ``(B, 3, H, W)``; output the list of feature maps ``[P2?, P3, P4, P5(, P6)]`` where
 ``P_k`` has stride ``2**k``. ``P2`` is returned only with ``fuse_p2`` (the v3 necks fuse it).
@@ -18,14 +19,17 @@ class EfficientRep(nn.Module):
     Args:
         channels: output channels of the stem and of each stage, e.g. ``[16, 32, 64, 128, 256]``.
         repeats: blocks per stage (the stem entry is ignored), already depth-scaled.
-        block: ``'repvgg'`` or ``'conv'`` 3x3 unit; ``act``: its activation.
-        csp_e: hidden ratio of the BepC3 stages, ``None`` for RepBlock stages.
+        block: the 3x3 unit (``'repvgg'``, ``'qarepvgg'``, ``'conv'`` ..., see
+            :func:`~repyolo.nn.blocks.basic_block`); ``act``: its activation.
+        csp_e: hidden ratio of the BepC3 / MBLA stages, ``None`` for RepBlock stages.
         fuse_p2: also return the stride-4 feature (v3 necks).
         cspsppf: use the CSP variant of SPPF.
+        stage: stage block kind (``'repblock'``, ``'bepc3'``, ``'mbla'``); ``None`` = by ``csp_e``.
     """
 
     def __init__(self, channels: list[int], repeats: list[int], block: str = "repvgg", act: str = "relu",
-                 csp_e: float | None = None, fuse_p2: bool = False, cspsppf: bool = False):
+                 csp_e: float | None = None, fuse_p2: bool = False, cspsppf: bool = False,
+                 stage: str | None = None):
         super().__init__()
         make = basic_block(block, act)
         self.fuse_p2 = fuse_p2
@@ -33,7 +37,7 @@ class EfficientRep(nn.Module):
         self.stem = make(3, channels[0], 3, 2)
         for i in range(1, len(channels)):
             layers = [make(channels[i - 1], channels[i], 3, 2),
-                      stage_block(channels[i], channels[i], repeats[i], csp_e, make, act)]
+                      stage_block(channels[i], channels[i], repeats[i], csp_e, make, act, stage)]
             if i == len(channels) - 1:
                 layers.append(SPPFWrapper(channels[i], channels[i], csp=cspsppf, act=act))
             setattr(self, f"ERBlock_{i + 1}", nn.Sequential(*layers))

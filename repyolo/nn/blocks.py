@@ -6,8 +6,9 @@ turns them into the single-branch inference form in place (structural
 re-parameterization); ``fuse()`` is idempotent.
 
 Sub-module names follow the published YOLOv6 checkpoints (``rbr_dense``, ``rbr_1x1``,
-``rbr_identity``, ``cv1`` ..., ``conv1``/``block``) so official weights map onto these
-modules one to one (see :mod:`repyolo.io.official`).
+``rbr_identity``, ``nonlinearity``, ``cv1`` ..., ``conv1``/``block``) so official weights map onto
+these modules one to one (see :mod:`repyolo.io.official`), and every leaf module (activations
+included) matches the official layer listings by name (``tests/nn/test_official_listing.py``).
 """
 from __future__ import annotations
 
@@ -15,60 +16,84 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "identity": nn.Identity}
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid,
+               "identity": nn.Identity}
 
 
-def make_act(name: str) -> nn.Module:
-    """``'relu' | 'silu' | 'identity'`` -> a fresh activation module."""
+def make_act(name: str | None) -> nn.Module | None:
+    """``'relu' | 'silu' | 'hardswish' | 'hardsigmoid' | 'identity'`` -> a fresh activation module;
+    ``None`` -> no module at all (a linear Conv-BN unit)."""
+    if name is None:
+        return None
     try:
         return ACTIVATIONS[name]() if name == "identity" else ACTIVATIONS[name](inplace=True)
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
 
 
-def fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BatchNorm into the conv kernel that precedes it.
+def fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d,
+            bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BatchNorm into the conv kernel (and optional conv bias) that precedes it.
 
     Args:
-        kernel: ``(C_out, C_in/g, k, k)`` conv weight (bias-free conv).
+        kernel: ``(C_out, C_in/g, k, k)`` conv weight.
         bn: BatchNorm over ``C_out`` channels.
+        bias: the conv's bias ``(C_out,)``, ``None`` for a bias-free conv.
     Returns:
         the fused kernel of the same shape and a bias ``(C_out,)``.
     """
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
-    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+    mean = bn.running_mean if bias is None else bn.running_mean - bias
+    return kernel * scale.reshape(-1, 1, 1, 1), bn.bias - mean * scale
 
 
-class ConvBNAct(nn.Module):
+def fused_conv(conv: nn.Conv2d, kernel: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A conv with ``conv``'s geometry, weight ``kernel`` and bias ``bias`` (the deploy form of a block)."""
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    groups=conv.groups, bias=True).to(kernel.device, kernel.dtype)
+    out.weight.copy_(kernel)
+    out.bias.copy_(bias)
+    return out
+
+
+class Fusable(nn.Module):
+    """A block with a training form and a single-branch deploy form.
+
+    ``fuse()`` converts it in place (BN folding, structural re-parameterization) so that in eval
+    mode it computes the same function; it is idempotent. :func:`fuse_modules` fuses every
+    ``Fusable`` of a model.
+    """
+
+    def fuse(self) -> None:
+        raise NotImplementedError
+
+
+class ConvBNAct(Fusable):
     """Conv2d (no bias) + BatchNorm + activation; ``fuse()`` folds the BN into the conv.
 
-    ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. ``padding`` defaults to ``k // 2``.
+    ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. ``padding`` defaults to ``k // 2``; ``act=None``
+    builds no activation module (a linear Conv-BN unit).
     """
 
     def __init__(self, c_in: int, c_out: int, k: int = 1, s: int = 1, p: int | None = None,
-                 groups: int = 1, act: str = "relu"):
+                 groups: int = 1, act: str | None = "relu"):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, k, s, k // 2 if p is None else p, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:
-            return self.act(self.conv(x))
-        return self.act(self.bn(self.conv(x)))
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return x if self.act is None else self.act(x)
 
     @torch.no_grad()
     def fuse(self) -> None:
         if self.bn is None:
             return
-        w, b = fold_bn(self.conv.weight, self.bn)
-        c = self.conv
-        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
-                          groups=c.groups, bias=True).to(w.device, w.dtype)
-        fused.weight.copy_(w)
-        fused.bias.copy_(b)
-        self.conv = fused
+        self.conv = fused_conv(self.conv, *fold_bn(self.conv.weight, self.bn, self.conv.bias))
         self.bn = None
 
 
@@ -84,11 +109,20 @@ class ConvBN(nn.Module):
         return self.bn(self.conv(x))
 
 
-class RepVGGBlock(nn.Module):
+def identity_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
+    """The 3x3 kernel ``(C, C, 3, 3)`` of the identity map (1 at the centre of each ``[c, c]``)."""
+    eye = torch.zeros(channels, channels, 3, 3, device=like.device, dtype=like.dtype)
+    idx = torch.arange(channels, device=like.device)
+    eye[idx, idx, 1, 1] = 1.0
+    return eye
+
+
+class RepVGGBlock(Fusable):
     """RepVGG block: 3x3 conv+BN, 1x1 conv+BN and (when shapes allow) an identity BN, summed, then ReLU.
 
     ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. After ``fuse()`` the three branches are one
     3x3 conv with bias (``rbr_reparam``), which computes exactly the same function in eval mode.
+    ``se`` is the official block's (unused) squeeze-excitation slot, an identity.
     """
 
     def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1, act: str = "relu"):
@@ -96,7 +130,8 @@ class RepVGGBlock(nn.Module):
         if k != 3:
             raise ValueError("RepVGGBlock supports kernel size 3 only")
         self.in_channels, self.out_channels, self.stride = c_in, c_out, s
-        self.act = make_act(act)
+        self.nonlinearity = make_act(act)
+        self.se = nn.Identity()
         self.rbr_identity = nn.BatchNorm2d(c_in) if c_in == c_out and s == 1 else None
         self.rbr_dense = ConvBN(c_in, c_out, 3, s, 1)
         self.rbr_1x1 = ConvBN(c_in, c_out, 1, s, 0)
@@ -104,11 +139,11 @@ class RepVGGBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rbr_reparam is not None:
-            return self.act(self.rbr_reparam(x))
+            return self.nonlinearity(self.se(self.rbr_reparam(x)))
         y = self.rbr_dense(x) + self.rbr_1x1(x)
         if self.rbr_identity is not None:
             y = y + self.rbr_identity(x)
-        return self.act(y)
+        return self.nonlinearity(self.se(y))
 
     @torch.no_grad()
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,10 +153,7 @@ class RepVGGBlock(nn.Module):
         kernel = k3 + F.pad(k1, [1, 1, 1, 1])
         bias = b3 + b1
         if self.rbr_identity is not None:
-            eye = torch.zeros_like(k3)
-            idx = torch.arange(self.in_channels, device=eye.device)
-            eye[idx, idx, 1, 1] = 1.0
-            ki, bi = fold_bn(eye, self.rbr_identity)
+            ki, bi = fold_bn(identity_kernel(self.in_channels, k3), self.rbr_identity)
             kernel, bias = kernel + ki, bias + bi
         return kernel, bias
 
@@ -130,25 +162,86 @@ class RepVGGBlock(nn.Module):
         if self.rbr_reparam is not None:
             return
         kernel, bias = self.equivalent_kernel_bias()
-        conv = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
-        conv = conv.to(kernel.device, kernel.dtype)
-        conv.weight.copy_(kernel)
-        conv.bias.copy_(bias)
-        self.rbr_reparam = conv
+        self.rbr_reparam = fused_conv(self.rbr_dense.conv, kernel, bias)
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
         self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
 
 
-def basic_block(kind: str, act: str):
-    """The 3x3 building block of a model: ``'repvgg'`` (re-parameterizable), ``'conv'`` (ConvBNAct),
-    ``'repopt'`` (plain RepOpt-VGG block, trained with RepOptimizer) or ``'hypersearch'`` (its
-    scale-searching twin), the last two from :mod:`repyolo.nn.repopt`.
+class QARepVGGBlock(Fusable):
+    """Quantization-aware RepVGG block (QARepVGG, "Make RepVGG Greater Again"), the v2 form with
+    an average-pooling branch, as trained by the official ``*-qa`` models.
 
-    The large models (``yolov6l``) train plain 3x3 Conv+BN+SiLU blocks instead of RepVGG
-    blocks; all have the signature ``block(c_in, c_out, k=3, s=1)``.
+    ``y = act(bn(rbr_dense(x) + rbr_1x1(x) [+ x + rbr_avg(x)]))`` with ``rbr_dense`` a 3x3 conv + BN,
+    ``rbr_1x1`` a bare 1x1 conv (no BN), the identity and a 3x3 average pool (stride 1, padding 1)
+    only when ``c_in == c_out`` and ``s == 1``, and one BN (``bn``) after the sum. The branches
+    without their own BN keep the summed kernel's statistics quantization-friendly.
+
+    ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. Everything before the activation is linear, so
+    ``fuse()`` turns the block into exactly one 3x3 conv with bias (``rbr_reparam``) + activation.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1, act: str = "relu"):
+        super().__init__()
+        if k != 3:
+            raise ValueError("QARepVGGBlock supports kernel size 3 only")
+        self.in_channels, self.out_channels, self.stride = c_in, c_out, s
+        square = c_in == c_out and s == 1
+        self.nonlinearity = make_act(act)
+        self.se = nn.Identity()
+        self.rbr_identity = nn.Identity() if square else None
+        self.rbr_dense = ConvBN(c_in, c_out, 3, s, 1)
+        self.rbr_1x1 = nn.Conv2d(c_in, c_out, 1, s, 0, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.rbr_avg = nn.AvgPool2d(3, s, 1) if square else None
+        self.rbr_reparam: nn.Conv2d | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rbr_reparam is not None:
+            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+        y = self.rbr_dense(x) + self.rbr_1x1(x)
+        if self.rbr_identity is not None:
+            y = y + self.rbr_identity(x) + self.rbr_avg(x)
+        return self.nonlinearity(self.bn(self.se(y)))
+
+    @torch.no_grad()
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single 3x3 kernel ``(c_out, c_in, 3, 3)`` and bias ``(c_out,)`` of the whole linear part
+        (branches summed, then the post-sum BN folded)."""
+        kernel, bias = fold_bn(self.rbr_dense.conv.weight, self.rbr_dense.bn)
+        kernel = kernel + F.pad(self.rbr_1x1.weight, [1, 1, 1, 1])
+        if self.rbr_identity is not None:
+            eye = identity_kernel(self.in_channels, kernel)
+            # a 3x3 average pool with zero padding counted (count_include_pad) = 1/9 on every tap of [c, c]
+            avg = eye.sum((2, 3), keepdim=True).expand_as(eye) / 9.0
+            kernel = kernel + eye + avg
+        return fold_bn(kernel, self.bn, bias)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.rbr_reparam is not None:
+            return
+        kernel, bias = self.equivalent_kernel_bias()
+        self.rbr_reparam = fused_conv(self.rbr_dense.conv, kernel, bias)
+        del self.rbr_dense, self.rbr_1x1, self.rbr_identity, self.rbr_avg, self.bn
+        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = self.rbr_avg = self.bn = None
+
+
+BLOCK_KINDS = ("repvgg", "qarepvgg", "conv", "repopt", "hypersearch")
+
+
+def basic_block(kind: str, act: str):
+    """The 3x3 building block of a model: ``'repvgg'`` (re-parameterizable), ``'qarepvgg'``
+    (quantization-aware RepVGG), ``'conv'`` (ConvBNAct), ``'repopt'`` (plain RepOpt-VGG block,
+    trained with RepOptimizer) or ``'hypersearch'`` (its scale-searching twin), the last two from
+    :mod:`repyolo.nn.repopt`.
+
+    The large and the ``*-base`` / ``*-mbla`` models train plain 3x3 Conv+BN+act blocks instead of
+    RepVGG blocks; all have the signature ``block(c_in, c_out, k=3, s=1)``.
     """
     if kind == "repvgg":
         return lambda c_in, c_out, k=3, s=1: RepVGGBlock(c_in, c_out, k, s, act=act)
+    if kind == "qarepvgg":
+        return lambda c_in, c_out, k=3, s=1: QARepVGGBlock(c_in, c_out, k, s, act=act)
     if kind == "conv":
         return lambda c_in, c_out, k=3, s=1: ConvBNAct(c_in, c_out, k, s, act=act)
     if kind in ("repopt", "hypersearch"):
@@ -156,7 +249,7 @@ def basic_block(kind: str, act: str):
 
         cls = RepOptBlock if kind == "repopt" else HyperSearchBlock
         return lambda c_in, c_out, k=3, s=1: cls(c_in, c_out, k, s, act=act)
-    raise ValueError(f"unknown block kind {kind!r}; expected 'repvgg', 'conv', 'repopt' or 'hypersearch'")
+    raise ValueError(f"unknown block kind {kind!r}; expected one of {', '.join(BLOCK_KINDS)}")
 
 
 class RepBlock(nn.Module):
@@ -183,17 +276,24 @@ class RepBlock(nn.Module):
 
 
 class BottleRep(nn.Module):
-    """Two 3x3 blocks with a (learnably weighted) residual: ``y = conv2(conv1(x)) + alpha * x``."""
+    """``depth`` chained 3x3 blocks (``conv1``, ``conv2``[, ``conv3``]) with a (learnably weighted)
+    residual: ``y = conv2(conv1(x)) + alpha * x``. ``depth=3`` is the MBLA unit (BottleRep3).
 
-    def __init__(self, c_in: int, c_out: int, block, weighted: bool = False):
+    ``(B, c_in, H, W) -> (B, c_out, H, W)``; the residual only when ``c_in == c_out``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, block, weighted: bool = False, depth: int = 2):
         super().__init__()
-        self.conv1 = block(c_in, c_out)
-        self.conv2 = block(c_out, c_out)
+        self.depth = depth
+        for i in range(depth):
+            setattr(self, f"conv{i + 1}", block(c_in if i == 0 else c_out, c_out))
         self.shortcut = c_in == c_out
         self.alpha = nn.Parameter(torch.ones(1)) if weighted else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(self.conv1(x))
+        y = x
+        for i in range(self.depth):
+            y = getattr(self, f"conv{i + 1}")(y)
         if not self.shortcut:
             return y
         return y + (self.alpha * x if self.alpha is not None else x)
@@ -309,17 +409,78 @@ class BiC(nn.Module):
         return self.cv3(torch.cat((self.upsample(top), self.cv1(same), self.downsample(self.cv2(finer))), 1))
 
 
-def stage_block(c_in: int, c_out: int, n: int, csp_e: float | None, block, act: str) -> nn.Module:
-    """A stage of the backbone or neck: RepBlock (small models) or BepC3/CSPStackRep (``csp_e`` set)."""
-    if csp_e is None:
+def mbla_branches(n: int) -> list[int]:
+    """Units per branch of an MBLA block of ``n`` (depth-scaled) repeats.
+
+    ``n // 2`` (at least 1) units of depth 3 stand for ``n`` layers: one branch when that is 1,
+    else two branches, the longer with all of them and the shorter with the largest power of
+    two below it (``n=4 -> [1, 2]``, ``n=8 -> [2, 4]``).
+    """
+    units = max(n // 2, 1)
+    if units == 1:
+        return [1]
+    short = 1
+    while short * 2 < units:
+        short *= 2
+    return [short, units]
+
+
+class MBLABlock(nn.Module):
+    """Multi-branch layer aggregation (MBLA) stage, the ``*-mbla`` models' replacement of BepC3.
+
+    ``cv1`` (1x1) maps ``c_in`` to ``(k + 1)`` chunks of ``c_ = int(c_out * e)`` channels, ``k`` the
+    number of branches (:func:`mbla_branches`). Branch ``i`` runs a chain of BottleRep3 units
+    (``m[i]``) on chunk ``i + 1``; the first chunk, every branch's input chunk and the output of
+    every unit are concatenated (chunk 0, chunk 1, branch 1's outputs, chunk 2, branch 2's outputs)
+    and ``cv2`` (1x1) mixes them into ``c_out``: layer aggregation over several depths.
+
+    ``(B, c_in, H, W) -> (B, c_out, H, W)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, n: int = 1, e: float = 0.5, block=None, act: str = "relu"):
+        super().__init__()
+        block = block or basic_block("conv", act)
+        branches = mbla_branches(n)
+        self.c = int(c_out * e)
+        self.cv1 = ConvBNAct(c_in, (len(branches) + 1) * self.c, 1, 1, act=act)
+        self.cv2 = ConvBNAct((sum(branches) + len(branches) + 1) * self.c, c_out, 1, 1, act=act)
+        self.m = nn.ModuleList(
+            nn.Sequential(*(BottleRep(self.c, self.c, block, weighted=True, depth=3) for _ in range(units)))
+            for units in branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = self.cv1(x).split(self.c, 1)
+        outs = [chunks[0]]
+        for chunk, branch in zip(chunks[1:], self.m):
+            outs.append(chunk)
+            for unit in branch:
+                outs.append(unit(outs[-1]))
+        return self.cv2(torch.cat(outs, 1))
+
+
+STAGE_KINDS = ("repblock", "bepc3", "mbla")
+
+
+def stage_block(c_in: int, c_out: int, n: int, csp_e: float | None, block, act: str,
+                kind: str | None = None) -> nn.Module:
+    """A stage of the backbone or neck: ``kind`` ``'repblock'`` (RepBlock, small models), ``'bepc3'``
+    (BepC3/CSPStackRep) or ``'mbla'`` (MBLABlock); by default RepBlock, or BepC3 when ``csp_e`` is set."""
+    kind = kind or ("repblock" if csp_e is None else "bepc3")
+    if kind == "repblock":
         return RepBlock(c_in, c_out, n, block=block)
-    return BepC3(c_in, c_out, n, e=csp_e, block=block, act=act)
+    if kind not in STAGE_KINDS:
+        raise ValueError(f"unknown stage block {kind!r}; expected one of {', '.join(STAGE_KINDS)}")
+    if csp_e is None:
+        raise ValueError(f"stage block {kind!r} needs csp_e (its hidden-width ratio)")
+    cls = BepC3 if kind == "bepc3" else MBLABlock
+    return cls(c_in, c_out, n, e=csp_e, block=block, act=act)
 
 
 @torch.no_grad()
 def fuse_modules(model: nn.Module) -> nn.Module:
-    """Re-parameterize every block of ``model`` in place (RepVGG branches, BN folding); returns it."""
+    """Re-parameterize every :class:`Fusable` block of ``model`` in place (RepVGG / QARepVGG branches,
+    BN folding); returns it."""
     for m in list(model.modules()):
-        if isinstance(m, (RepVGGBlock, ConvBNAct)):
+        if isinstance(m, Fusable):
             m.fuse()
     return model

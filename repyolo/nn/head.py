@@ -6,10 +6,19 @@ Per level ``i`` (hybrid channels: one 3x3 conv per branch, as wide as the neck o
 in units of the level's stride, either directly (``use_dfl=False``) or as a
 distribution over ``reg_max + 1`` bins (DFL) whose expectation is the distance.
 
+The stem and branch convs are Conv-BN-act (``unit='conv'``: 1x1 stem, 3x3 branches) or, in
+the Lite head (Lite_EffideHead), depthwise-separable :class:`~repyolo.nn.lite.DPBlock` units
+(``unit='dpblock'``: depthwise ``kernel x kernel`` + pointwise, for the stem and both branches).
+
 Optional training-only branches, dropped by ``fuse()``:
 - ``aux_anchor`` (v3 anchor-aided training): ``cls_preds_ab`` / ``reg_preds_ab`` predict
   for ``na`` anchor boxes per point.
-- ``aux_dist`` (v3 DLD): ``reg_preds_dist``, a DFL regression branch used to distil location.
+- ``aux_dist`` (v3 DLD): ``reg_preds_dist``, a regression branch used to distil location, with
+  ``4 * (dist_reg_max + 1)`` outputs: DFL bins (``dist_reg_max`` defaults to ``reg_max``), or 4
+  plain distances with ``dist_reg_max: 0`` (the official ``distill_ns`` on a ``reg_max 0`` config).
+
+The DFL projection constants ``proj`` / ``proj_conv`` (bins ``0..reg_max``) exist when
+``reg_max > 0``; the Lite head (``reg_max 0``) has none, as in the official checkpoints.
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from repyolo.nn.blocks import ConvBNAct
+from repyolo.nn.lite import DPBlock
 from repyolo.ops.boxes import dist2bbox, make_anchors
 
 
@@ -30,16 +40,19 @@ class EffiDeHead(nn.Module):
         num_classes: ``nc``.
         strides: stride of each level, e.g. ``[8, 16, 32]``.
         reg_max: DFL bins - 1 (16 in YOLOv6); ``use_dfl``: whether ``reg_preds`` predicts bins.
-        act: activation of the stem/branch convs (``'silu'`` in v3).
+        act: activation of the stem/branch convs (``'silu'`` in v3, ``'hardswish'`` in Lite).
         aux_anchor: number of anchors of the anchor-aided branch (0 = none).
-        aux_dist: build the DLD ``reg_preds_dist`` branch.
+        aux_dist: build the DLD ``reg_preds_dist`` branch; ``dist_reg_max``: its bins - 1
+            (``None`` = ``reg_max``; 0 = four plain distances).
+        unit: ``'conv'`` (Conv-BN-act stem 1x1, branches 3x3) or ``'dpblock'`` (depthwise-separable
+            stem and branches, depthwise ``kernel x kernel``).
 
     Forward ``feats`` (list of ``(B, C_i, H_i, W_i)``):
         eval -> ``(B, A, 4 + nc)``: ``x1 y1 x2 y2`` in input pixels, class scores in 0..1.
         train -> dict with ``cls`` ``(B, A, nc)`` logits, ``reg`` ``(B, A, 4)`` distances or
         ``(B, A, 4 * (reg_max + 1))`` DFL logits, ``anchors`` ``(A, 2)`` pixel points,
         ``strides`` ``(A, 1)``, ``feats`` (the neck outputs), and the auxiliary outputs
-        ``reg_dist`` ``(B, A, 4 * (reg_max + 1))``, ``cls_ab`` ``(B, A * na, nc)``,
+        ``reg_dist`` ``(B, A, 4 * (dist_reg_max + 1))``, ``cls_ab`` ``(B, A * na, nc)``,
         ``reg_ab`` ``(B, A * na, 4)`` when those branches exist.
     """
 
@@ -47,18 +60,28 @@ class EffiDeHead(nn.Module):
 
     def __init__(self, in_channels: list[int], num_classes: int = 80, strides: list[int] | None = None,
                  reg_max: int = 16, use_dfl: bool = False, act: str = "silu", aux_anchor: int = 0,
-                 aux_dist: bool = False):
+                 aux_dist: bool = False, dist_reg_max: int | None = None, unit: str = "conv", kernel: int = 5):
         super().__init__()
         self.nc = num_classes
         self.nl = len(in_channels)
         self.strides = list(strides or [8 * 2 ** i for i in range(self.nl)])
         self.reg_max = reg_max
+        self.dist_reg_max = reg_max if dist_reg_max is None else int(dist_reg_max)
         self.use_dfl = use_dfl
+        if use_dfl and reg_max < 1:
+            raise ValueError(f"use_dfl needs reg_max >= 1, got {reg_max}")
         self.na = aux_anchor
         n_reg = 4 * (reg_max + 1) if use_dfl else 4
-        self.stems = nn.ModuleList(ConvBNAct(c, c, 1, 1, act=act) for c in in_channels)
-        self.cls_convs = nn.ModuleList(ConvBNAct(c, c, 3, 1, act=act) for c in in_channels)
-        self.reg_convs = nn.ModuleList(ConvBNAct(c, c, 3, 1, act=act) for c in in_channels)
+        if unit == "conv":
+            stem = lambda c: ConvBNAct(c, c, 1, 1, act=act)
+            branch = lambda c: ConvBNAct(c, c, 3, 1, act=act)
+        elif unit == "dpblock":
+            stem = branch = lambda c: DPBlock(c, c, kernel, 1, act=act)
+        else:
+            raise ValueError(f"unknown head unit {unit!r}; expected 'conv' or 'dpblock'")
+        self.stems = nn.ModuleList(stem(c) for c in in_channels)
+        self.cls_convs = nn.ModuleList(branch(c) for c in in_channels)
+        self.reg_convs = nn.ModuleList(branch(c) for c in in_channels)
         self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in in_channels)
         self.reg_preds = nn.ModuleList(nn.Conv2d(c, n_reg, 1) for c in in_channels)
         self.cls_preds_ab = self.reg_preds_ab = self.reg_preds_dist = None
@@ -66,10 +89,12 @@ class EffiDeHead(nn.Module):
             self.cls_preds_ab = nn.ModuleList(nn.Conv2d(c, num_classes * aux_anchor, 1) for c in in_channels)
             self.reg_preds_ab = nn.ModuleList(nn.Conv2d(c, 4 * aux_anchor, 1) for c in in_channels)
         if aux_dist:
-            self.reg_preds_dist = nn.ModuleList(nn.Conv2d(c, 4 * (reg_max + 1), 1) for c in in_channels)
-        self.register_buffer("proj", torch.linspace(0, reg_max, reg_max + 1))
-        self.proj_conv = nn.Conv2d(reg_max + 1, 1, 1, bias=False)
-        self.proj_conv.weight.requires_grad_(False)
+            self.reg_preds_dist = nn.ModuleList(nn.Conv2d(c, 4 * (self.dist_reg_max + 1), 1) for c in in_channels)
+        self.proj_conv = None
+        if reg_max > 0:
+            self.register_buffer("proj", torch.linspace(0, reg_max, reg_max + 1))
+            self.proj_conv = nn.Conv2d(reg_max + 1, 1, 1, bias=False)
+            self.proj_conv.weight.requires_grad_(False)
         self._anchor_cache: dict = {}
         self.initialize_biases()
 
@@ -82,8 +107,9 @@ class EffiDeHead(nn.Module):
             for conv in convs or []:
                 conv.weight.zero_()
                 conv.bias.fill_(bias)
-        self.proj.copy_(torch.linspace(0, self.reg_max, self.reg_max + 1))
-        self.proj_conv.weight.copy_(self.proj.view(1, -1, 1, 1))
+        if self.proj_conv is not None:
+            self.proj.copy_(torch.linspace(0, self.reg_max, self.reg_max + 1))
+            self.proj_conv.weight.copy_(self.proj.view(1, -1, 1, 1))
 
     def anchors(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Anchor points ``(A, 2)`` (pixels) and strides ``(A, 1)`` for these feature maps (cached)."""

@@ -5,13 +5,16 @@ A model config is plain data (YAML, never executed):
 .. code-block:: yaml
 
     name: yolov6n
+    family: v3               # v3 | v3-p6 | v2 | base | mbla | qa | lite | ... (informational)
     depth_multiple: 0.33
     width_multiple: 0.25
-    block: repvgg            # 3x3 unit: repvgg | conv (plain Conv-BN-act, yolov6l)
-    act: relu                # relu | silu
-    csp_e: null              # BepC3 hidden ratio (M: 0.6667, L: 0.5), null = RepBlock stages
-    backbone: {repeats: [1, 6, 12, 18, 6], channels: [64, 128, 256, 512, 1024], fuse_p2: true, cspsppf: true}
-    neck: {fusion: bic, repeats: [12, 12, 12, 12], channels: [256, 128, 128, 256, 256, 512]}
+    block: repvgg            # 3x3 unit: repvgg | qarepvgg | conv (plain Conv-BN-act) | repopt | hypersearch
+    act: relu                # relu | silu (the 3x3 units and the stages)
+    csp_e: null              # BepC3 / MBLA hidden ratio (M: 0.6667, L: 0.5), null = RepBlock stages
+    stage_block: null        # repblock | bepc3 | mbla; null = repblock, or bepc3 when csp_e is set
+    backbone: {repeats: [1, 6, 12, 18, 6], channels: [64, 128, 256, 512, 1024], cspsppf: true}
+    neck: {fusion: bic, repeats: [12, 12, 12, 12], channels: [256, 128, 128, 256, 256, 512],
+           act: relu}        # act: the reduce / BiC / down-sample convs' activation (default: act)
     head: {use_dfl: false, reg_max: 16, act: silu, aux_anchor: 0, aux_dist: false}
     strides: [8, 16, 32]
     loss: {iou_type: siou}
@@ -19,6 +22,22 @@ A model config is plain data (YAML, never executed):
 
 ``depth_multiple`` scales repeats (``max(round(n * d), 1)`` for ``n > 1``), ``width_multiple``
 scales channels (rounded up to a multiple of 8).
+
+The mobile family has its own backbone and neck (:mod:`repyolo.nn.lite`) and a depthwise head:
+
+.. code-block:: yaml
+
+    width_multiple: 0.7
+    backbone: {type: lite, repeats: [1, 3, 7, 3], channels: [24, 32, 64, 128, 256], scale_size: 0.5}
+    neck: {type: lite, unified_channels: 96}
+    head: {unit: dpblock, kernel: 5, act: hardswish, use_dfl: false, reg_max: 0}
+    strides: [8, 16, 32, 64]
+
+Head keys: ``use_dfl``, ``reg_max`` (DFL bins - 1; 0 = no DFL constants), ``act``, ``unit``
+(``conv`` | ``dpblock``), ``kernel``, ``aux_anchor``, ``aux_dist``, ``dist_reg_max`` (bins - 1 of
+the DLD branch, default ``reg_max``). Training hyper-parameters a model publishes are top-level
+keys named as in ``cfg/hyp.yaml`` (``lr0``, ``mixup``, ``atss_warmup_epochs``, ``loss.iou_type``, and
+for the newer families ``momentum``, ``weight_decay``, ``scale``); the network ignores them.
 """
 from __future__ import annotations
 
@@ -34,13 +53,15 @@ from repyolo.errors import ConfigError
 from repyolo.nn.backbone import EfficientRep
 from repyolo.nn.blocks import fuse_modules
 from repyolo.nn.head import EffiDeHead
+from repyolo.nn.lite import LiteEffiBackbone, LiteEffiNeck
 from repyolo.nn.neck import RepPAN
 
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg"
 
 
 def available_models() -> list[str]:
-    """Names of the bundled model configs (``yolov6n`` ... ``yolov6l6``, ``*-v2``)."""
+    """Names of the bundled model configs (``yolov6n`` ... ``yolov6l6``, ``*-v2``, ``*-base``, ``*-mbla``,
+    ``*-qa``, ``yolov6lite-*``)."""
     return sorted(p.stem for p in CFG_DIR.glob("yolov6*.yaml"))
 
 
@@ -72,6 +93,52 @@ def scale_width(c: int, w: float) -> int:
     return int(math.ceil(c * w / 8) * 8)
 
 
+def build_backbone(cfg: dict) -> nn.Module:
+    """The backbone a config describes: ``backbone.type`` ``efficientrep`` (default; EfficientRep /
+    CSPBep, P5 or P6) or ``lite`` (Lite_EffiBackbone). Its ``out_channels`` lists the features it returns."""
+    d, w = float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0))
+    b = cfg["backbone"]
+    kind = b.get("type", "efficientrep")
+    if kind == "lite":
+        return LiteEffiBackbone(b["channels"], b["repeats"], width=w, scale_size=float(b.get("scale_size", 0.5)),
+                                act=b.get("act", "hardswish"))
+    if kind != "efficientrep":
+        raise ValueError(f"unknown backbone type {kind!r}; expected 'efficientrep' or 'lite'")
+    return EfficientRep(
+        [scale_width(c, w) for c in b["channels"]], [scale_depth(r, d) for r in b["repeats"]],
+        block=cfg.get("block", "repvgg"), act=cfg.get("act", "relu"), csp_e=cfg.get("csp_e"),
+        fuse_p2=cfg["neck"].get("fusion", "bic") == "bic", cspsppf=b.get("cspsppf", False),
+        stage=cfg.get("stage_block"))
+
+
+def build_neck(cfg: dict, in_channels: list[int]) -> nn.Module:
+    """The neck a config describes: ``neck.type`` ``reppan`` (default; Rep-PAN / RepBiFPAN and their
+    CSP forms) or ``lite`` (Lite_EffiNeck). Its ``out_channels`` lists the head's input widths."""
+    d, w = float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0))
+    n = cfg["neck"]
+    kind = n.get("type", "reppan")
+    if kind == "lite":
+        return LiteEffiNeck(in_channels, int(n.get("unified_channels", 96)), int(n.get("kernel", 5)),
+                            act=n.get("act", "hardswish"))
+    if kind != "reppan":
+        raise ValueError(f"unknown neck type {kind!r}; expected 'reppan' or 'lite'")
+    act = cfg.get("act", "relu")
+    return RepPAN(
+        in_channels, [scale_width(c, w) for c in n["channels"]], [scale_depth(r, d) for r in n["repeats"]],
+        fusion=n.get("fusion", "bic"), csp_e=cfg.get("csp_e"), block=cfg.get("block", "repvgg"), act=act,
+        stage=cfg.get("stage_block"), lateral_act=n.get("act", act))
+
+
+def build_head(cfg: dict, in_channels: list[int], num_classes: int) -> EffiDeHead:
+    """The decoupled head a config's ``head`` section describes, over ``in_channels``."""
+    h = cfg.get("head", {})
+    strides = cfg.get("strides") or [8 * 2 ** i for i in range(len(in_channels))]
+    return EffiDeHead(
+        in_channels, num_classes, strides, reg_max=h.get("reg_max", 16), use_dfl=h.get("use_dfl", False),
+        act=h.get("act", "silu"), aux_anchor=h.get("aux_anchor", 0), aux_dist=h.get("aux_dist", False),
+        dist_reg_max=h.get("dist_reg_max"), unit=h.get("unit", "conv"), kernel=h.get("kernel", 5))
+
+
 class YOLOv6(nn.Module):
     """YOLOv6 detector.
 
@@ -86,24 +153,15 @@ class YOLOv6(nn.Module):
         self.cfg["nc"] = self.nc = int(num_classes)
         self.names = [str(i) for i in range(self.nc)]
         try:
-            d, w = float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0))
-            block, act = cfg.get("block", "repvgg"), cfg.get("act", "relu")
-            csp_e = cfg.get("csp_e")
-            b, n, h = cfg["backbone"], cfg["neck"], cfg.get("head", {})
-            fusion = n.get("fusion", "bic")
-            self.backbone = EfficientRep(
-                [scale_width(c, w) for c in b["channels"]], [scale_depth(r, d) for r in b["repeats"]],
-                block=block, act=act, csp_e=csp_e, fuse_p2=fusion == "bic", cspsppf=b.get("cspsppf", False))
-            self.neck = RepPAN(
-                self.backbone.out_channels, [scale_width(c, w) for c in n["channels"]],
-                [scale_depth(r, d) for r in n["repeats"]], fusion=fusion, csp_e=csp_e, block=block, act=act)
-            strides = cfg.get("strides") or [8 * 2 ** i for i in range(len(self.neck.out_channels))]
-            self.detect = EffiDeHead(
-                self.neck.out_channels, self.nc, strides, reg_max=h.get("reg_max", 16),
-                use_dfl=h.get("use_dfl", False), act=h.get("act", "silu"), aux_anchor=h.get("aux_anchor", 0),
-                aux_dist=h.get("aux_dist", False))
+            self.backbone = build_backbone(cfg)
+            self.neck = build_neck(cfg, self.backbone.out_channels)
+            self.detect = build_head(cfg, self.neck.out_channels, self.nc)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"model config {cfg.get('name', '?')!r} is malformed: {exc!r}") from None
+        strides = self.detect.strides
+        if len(strides) != self.detect.nl:
+            raise ConfigError(f"model config {cfg.get('name', '?')!r}: {len(strides)} strides for "
+                              f"{self.detect.nl} output levels")
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32), persistent=False)
         self.is_fused = False
 

@@ -3,6 +3,10 @@
 ``fusion='concat'`` is the v2 Rep-PAN / CSPRep-PAN (up-sample, concatenate with the
 backbone level); ``fusion='bic'`` is the v3 RepBiFPAN / CSPRepBiFPAN, whose BiC modules
 also pull in the next finer backbone level. Both handle P5 (3 outputs) and P6 (4 outputs).
+
+The stages use the model's 3x3 unit and activation; the lateral convs (``reduce_layer*``, the
+BiC modules, ``downsample*``) have their own activation ``lateral_act``: the official L / L6 /
+MBLA models train them as Conv-BN-ReLU beside SiLU stages.
 """
 from __future__ import annotations
 
@@ -24,11 +28,15 @@ class RepPAN(nn.Module):
         channels: neck widths: ``k`` lateral (reduce) widths, then ``k`` pairs
             (down-sample width, bottom-up stage width), where ``k = levels - 1``.
         repeats: ``k`` top-down then ``k`` bottom-up stage repeats (depth-scaled).
+        csp_e, block, act, stage: the stages' hidden ratio, 3x3 unit, activation and kind (as in
+            :class:`~repyolo.nn.backbone.EfficientRep`).
+        lateral_act: activation of the reduce / BiC / down-sample convs (default ``act``).
     Input: the backbone feature list; output ``[N3, N4, ..., N_top]`` finest first.
     """
 
     def __init__(self, in_channels: list[int], channels: list[int], repeats: list[int], fusion: str = "bic",
-                 csp_e: float | None = None, block: str = "repvgg", act: str = "relu"):
+                 csp_e: float | None = None, block: str = "repvgg", act: str = "relu", stage: str | None = None,
+                 lateral_act: str | None = None):
         super().__init__()
         if fusion not in ("bic", "concat"):
             raise ValueError(f"unknown neck fusion {fusion!r}")
@@ -40,6 +48,7 @@ class RepPAN(nn.Module):
                              f"neck channels {channels}, repeats {repeats}")
         self.k = k
         make = basic_block(block, act)
+        lat_act = lateral_act or act
         top = len(back) + 2  # index of the coarsest level, e.g. 5 for P5
         self.td_names = [f"Rep_p{top - 1 - i}" for i in range(k)]
         self.down_names = [f"downsample{2 - i}" for i in range(k)]
@@ -47,23 +56,24 @@ class RepPAN(nn.Module):
         c_prev = back[-1]
         for i in range(k):
             c_lat = channels[i]
-            setattr(self, f"reduce_layer{i}", ConvBNAct(c_prev, c_lat, 1, 1, act=act))
+            setattr(self, f"reduce_layer{i}", ConvBNAct(c_prev, c_lat, 1, 1, act=lat_act))
             same = back[-2 - i]
             if fusion == "bic":
                 finer = in_channels[len(in_channels) - 3 - i]
-                setattr(self, f"Bifusion{i}", BiC(same, finer, c_lat, act=act))
+                setattr(self, f"Bifusion{i}", BiC(same, finer, c_lat, act=lat_act))
                 c_in = c_lat
             else:
                 setattr(self, f"upsample{i}", Transpose(c_lat, c_lat))
                 c_in = c_lat + same
-            setattr(self, self.td_names[i], stage_block(c_in, c_lat, repeats[i], csp_e, make, act))
+            setattr(self, self.td_names[i], stage_block(c_in, c_lat, repeats[i], csp_e, make, act, stage))
             c_prev = c_lat
         self.out_channels = [c_prev]
         for i in range(k):
             c_down, c_out = channels[k + 2 * i], channels[k + 2 * i + 1]
-            setattr(self, self.down_names[i], ConvBNAct(c_prev, c_down, 3, 2, act=act))
+            setattr(self, self.down_names[i], ConvBNAct(c_prev, c_down, 3, 2, act=lat_act))
             c_lat = channels[k - 1 - i]
-            setattr(self, self.bu_names[i], stage_block(c_down + c_lat, c_out, repeats[k + i], csp_e, make, act))
+            setattr(self, self.bu_names[i], stage_block(c_down + c_lat, c_out, repeats[k + i], csp_e, make, act,
+                                                             stage))
             self.out_channels.append(c_out)
             c_prev = c_out
 
