@@ -38,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -58,7 +58,7 @@ TAG_FP32_SCALED = 0x0002C056
 ARRAY_KEY_BASE = -23300  # array param k is written with key -23300 - k
 STORAGES = ("fp32", "fp16", "bf16")  # what the writer can store float weights as
 
-ParamValue = Union[int, float, str, list]
+ParamValue = int | float | str | list
 
 
 class NcnnFormatError(CheckpointError):
@@ -228,12 +228,14 @@ def _parse_layer(tokens: list[str], where: str) -> NcnnLayer:
 
 
 def _check_graph(graph: NcnnGraph, blob_count: int, lines: list[int]) -> None:
-    """Unique layer names, blobs produced once, and no more blobs than the header declares."""
+    """Blobs produced once and no more blobs than the header declares; a repeated layer name
+    is only logged (pnnx writes two ``splitncnn_0`` in some graphs and the runtime accepts it;
+    :func:`parse_bin` refuses it for layers that carry weights)."""
     names: set[str] = set()
     produced: set[str] = set()
     for layer in graph.layers:
         if layer.name in names:
-            raise NcnnFormatError(f"{graph.source}:{layer.line}: layer name {layer.name!r} used twice")
+            LOGGER.warning("%s:%d: layer name %r used twice", graph.source, layer.line, layer.name)
         names.add(layer.name)
         for b in layer.outputs:
             if b in produced:
@@ -362,6 +364,10 @@ def format_param(graph: NcnnGraph) -> str:
             if not token or any(c.isspace() for c in token) or "=" in token:
                 raise NcnnFormatError(f"layer {layer.name!r}: name {token!r} cannot be written "
                                       f"(empty, blank or with '=')")
+    names = [layer.name for layer in graph.layers]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise NcnnFormatError(f"layer name {dup!r} used twice: names must be unique")
     for blob, readers in graph.consumers().items():
         if len(readers) > 1:
             raise NcnnFormatError(f"blob {blob!r} is read by {len(readers)} layers "
@@ -556,6 +562,9 @@ def _embed_slots(layer: NcnnLayer, source: str) -> list[Slot]:
     return slots
 
 
+# Every plan was checked against the ncnn runtime 1.0.20261020 (write -> run -> compare with torch).
+# Note: that runtime computes DeconvolutionDepthWise wrong for channels per group not a multiple
+# of 4 (pure depthwise, groups == channels, is right); the layout here is the documented one.
 SLOT_PLANS: dict[str, Callable[[NcnnLayer, str], list[Slot]]] = {
     "Convolution": lambda l, s: _conv_slots(l, s, depthwise=False, dims=2),
     "ConvolutionDepthWise": lambda l, s: _conv_slots(l, s, depthwise=True, dims=2),
@@ -573,20 +582,24 @@ SLOT_PLANS: dict[str, Callable[[NcnnLayer, str], list[Slot]]] = {
     "InstanceNorm": lambda l, s: _norm_slots(l, s, 0, 2),
     "LayerNorm": lambda l, s: _norm_slots(l, s, 0, 2),
     "GroupNorm": lambda l, s: _norm_slots(l, s, 1, 3),
+    "Padding": lambda l, s: _raw_slots(("pad_values",), _ints(l, s, n=(6, 0))["n"]) if l.get(6, 0) else [],
+    "Normalize": lambda l, s: _raw_slots(("scale",), _ints(l, s, n=(3, 0))["n"]),
 }
 
 # layer types that store nothing in the .bin (the common ones; anything else is refused, since
 # guessing would misalign every array after it)
-WEIGHTLESS = frozenset("""
-    AbsVal ArgMax BinaryOp BNLL Cast Clip Concat Crop CumulativeSum DetectionOutput Dropout Einsum Eltwise ELU Erf Exp ExpandDims Flatten Flip Fold GELU GLU
-    GridSample HardSigmoid HardSwish Input Interp Log LRN Mish MVN Noop Packing
-    Permute PixelShuffle Pooling Pooling1D Pooling3D Power PriorBox Proposal PSROIPooling Quantize
-    Reduction ReLU Reorg Reshape ROIAlign ROIPooling SELU Shrink ShuffleChannel Sigmoid
-    Slice Softmax Softplus Split SPP Squeeze StatisticsPooling Swish TanH Threshold Tile UnaryOp
-    Unfold Yolov3DetectionOutput YoloDetectionOutput
-""".split())
-# not handled (arrays depend on params in ways not needed here): Dequantize, Requantize, Normalize,
-# Padding, DeformableConv2D, Convolution3D, RNN / LSTM / GRU, MultiHeadAttention, Gemm, ...
+WEIGHTLESS = frozenset((
+    "AbsVal", "ArgMax", "BinaryOp", "BNLL", "Cast", "Clip", "Concat", "CopyTo", "Crop", "CumulativeSum",
+    "DetectionOutput", "Dropout", "Einsum", "Eltwise", "ELU", "Erf", "Exp", "ExpandDims", "Flatten", "Flip",
+    "Fold", "GELU", "GLU", "GridSample", "HardSigmoid", "HardSwish", "Input", "Interp", "Log", "LRN", "MatMul",
+    "Mish", "MVN", "Noop", "Packing", "Permute", "PixelShuffle", "Pooling", "Pooling1D", "Pooling3D", "Power",
+    "PriorBox", "Proposal", "PSROIPooling", "Quantize", "Reduction", "ReLU", "Reorg", "Reshape", "ROIAlign",
+    "ROIPooling", "SELU", "Shrink", "ShuffleChannel", "Sigmoid", "Slice", "Softmax", "Softplus", "Split",
+    "SPP", "Squeeze", "StatisticsPooling", "Swish", "TanH", "Threshold", "Tile", "UnaryOp", "Unfold",
+    "Yolov3DetectionOutput", "YoloDetectionOutput",
+))
+# not handled (arrays depend on params in ways not needed here): Dequantize, Requantize,
+# DeformableConv2D, Convolution3D, RNN / LSTM / GRU, MultiHeadAttention, Gemm, ...
 INT8_TYPES = ("Convolution", "ConvolutionDepthWise", "InnerProduct")  # int8 weights when param 8 != 0
 
 
@@ -671,7 +684,7 @@ def _to_torch_layout(values: np.ndarray, slot: Slot) -> np.ndarray:
     """File order -> the slot's torch-layout shape."""
     if slot.ncnn_shape is None:
         return values.reshape(slot.shape)
-    g, out_g, in_g, kh, kw = slot.ncnn_shape  # deconvolution (g, out/g, in/g, kh, kw)
+    # deconvolution: file (g, out/g, in/g, kh, kw) -> torch (g * in/g, out/g, kh, kw)
     return values.reshape(slot.ncnn_shape).transpose(0, 2, 1, 3, 4).reshape(slot.shape)
 
 
@@ -711,6 +724,9 @@ def parse_bin(data: bytes, graph: NcnnGraph, source: str = "<bytes>"
     for layer in graph.layers:
         arrays, kind = _read_layer(cursor, layer, graph.source)
         if arrays:
+            if layer.name in weights:
+                raise NcnnFormatError(f"{graph.source}:{layer.line}: layer name {layer.name!r} used twice by "
+                                      f"layers with weights")
             weights[layer.name] = arrays
         if kind:
             storage[layer.name] = kind
@@ -863,7 +879,7 @@ def write_ncnn(graph: NcnnGraph, weights: Mapping[str, Mapping[str, np.ndarray]]
 
 def _import_ncnn():
     try:
-        import ncnn  # noqa: PLC0415 - optional dependency, only the runtime needs it
+        import ncnn  # optional dependency: only the runtime needs it
     except ImportError:
         raise RepyoloError("the NCNN runtime needs the 'ncnn' Python package: pip install ncnn") from None
     return ncnn

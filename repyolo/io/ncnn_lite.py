@@ -27,8 +27,8 @@ head runs per level ``stems`` -> (``cls_convs`` -> ``cls_preds`` -> sigmoid | ``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -9,8 +9,18 @@ import numpy as np
 import pytest
 
 from repyolo.errors import CheckpointError
-from repyolo.io.ncnn import (NcnnFormatError, NcnnGraph, format_bin, format_param, insert_splits, parse_bin,
-                             parse_param, read_ncnn, read_param, write_ncnn)
+from repyolo.io.ncnn import (
+    NcnnFormatError,
+    NcnnGraph,
+    format_bin,
+    format_param,
+    insert_splits,
+    parse_bin,
+    parse_param,
+    read_ncnn,
+    read_param,
+    write_ncnn,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_WEIGHTS = Path(os.environ.get("REPYOLO_SHARED_WEIGHTS", REPO.parent / "shared" / "weights"))
@@ -126,13 +136,25 @@ def test_written_floats_are_exact_and_short():
     ("7767517\n1 1\nInput in 0 1 data 0=1 0=2\n", r"t.param:3: layer 'in': param 0 given twice"),
     ("7767517\n1 1\nInput in 0 1 data -23300=3,1,2\n", r"array declares 3 elements but has 2"),
     ("7767517\n2 1\nInput a 0 1 data\nInput b 0 1 data\n", r"t.param:4: layer 'b': blob 'data' is produced twice"),
-    ("7767517\n2 2\nInput a 0 1 x\nReLU a 1 1 x y\n", r"t.param:4: layer name 'a' used twice"),
     ("7767517\n2 1\nInput a 0 1 x\nReLU r 1 1 x y\n", r"t.param:2: header declares 1 blobs but the layers use 2"),
 ])
 def test_bad_param_text_is_one_line_error(text, match):
     with pytest.raises(NcnnFormatError, match=match) as excinfo:
         parse_param(text, "t.param")
     one_line_error(excinfo)
+
+
+def test_repeated_layer_names(caplog):
+    """pnnx writes two ``splitncnn_0`` in some graphs (the runtime accepts it): read with a warning,
+    refused when weights would collide, never written."""
+    text = "7767517\n3 4\nInput a 0 1 x\nSplit s 1 2 x y z\nSplit s 1 1 y w\n"
+    g = parse_param(text, "dup.param")
+    assert [l.name for l in g.layers] == ["a", "s", "s"] and "used twice" in caplog.text
+    with pytest.raises(NcnnFormatError, match="layer name 's' used twice"):
+        format_param(g)
+    text = "7767517\n3 3\nInput a 0 1 x\nPReLU p 1 1 x y 0=1\nPReLU p 1 1 y z 0=1\n"
+    with pytest.raises(NcnnFormatError, match=r"dup.param:5: layer name 'p' used twice by layers with weights"):
+        parse_bin(b"\0" * 8, parse_param(text, "dup.param"), "dup.bin")
 
 
 def test_read_param_errors_name_the_file(tmp_path):
@@ -147,10 +169,10 @@ def test_read_param_errors_name_the_file(tmp_path):
 
 def test_garbled_param_never_raises_anything_else():
     """Random byte damage to a real-looking param gives a graph or a one-line NcnnFormatError."""
-    base = ("7767517\n4 4\nInput in 0 1 data 0=8 1=8 2=3\n"
-            "Convolution conv 1 1 data c 0=4 1=3 4=1 5=1 6=108 9=1\n"
-            "Slice sl 1 2 c a b -23300=2,2,2 1=0\n"
-            "HardSwish hs 1 1 a y 0=1.666667e-01 1=5.000000e-01\n").encode()
+    base = (b"7767517\n4 4\nInput in 0 1 data 0=8 1=8 2=3\n"
+            b"Convolution conv 1 1 data c 0=4 1=3 4=1 5=1 6=108 9=1\n"
+            b"Slice sl 1 2 c a b -23300=2,2,2 1=0\n"
+            b"HardSwish hs 1 1 a y 0=1.666667e-01 1=5.000000e-01\n")
     rng = np.random.default_rng(0)
     for _ in range(300):
         data = bytearray(base)
@@ -217,7 +239,7 @@ def test_weight_size_must_match_the_kernel():
 
 def np_conv2d(x, w, b, stride=1, pad=0, groups=1):
     """Reference convolution: ``x (C, H, W)``, ``w (O, C/groups, kh, kw)`` -> ``(O, H', W')``."""
-    c, h, wd = x.shape
+    _, h, wd = x.shape
     o, cg, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
@@ -333,3 +355,34 @@ def test_lite_s_runs_in_ncnn():
         assert np.isfinite(a).all() and 0 <= a[:80].min() and a[:80].max() <= 1  # sigmoid class scores first
     again = net(x[0], ["out0"])["out0"]
     np.testing.assert_array_equal(again, out["out0"])  # deterministic with one thread
+
+
+def test_raw_weight_layer_types_run_in_ncnn(tmp_path):
+    """Scale, PReLU, MemoryData, Padding (per-channel values), InnerProduct on a feature map: the
+    writer's raw-fp32 arrays land where the runtime reads them."""
+    pytest.importorskip("ncnn")
+    from repyolo.io.ncnn import run_ncnn
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    scale, bias, slope = (rng.normal(size=3).astype(np.float32) for _ in range(3))
+    const = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    pad_values = rng.normal(size=3).astype(np.float32)
+    g = NcnnGraph()
+    g.add("Input", "input", [], ["in0"])
+    g.add("Scale", "scale", ["in0"], ["s"], {0: 3, 1: 1})
+    g.add("PReLU", "prelu", ["s"], ["p"], {0: 3})
+    g.add("MemoryData", "const", [], ["c"], {0: 5, 1: 4, 2: 3})
+    g.add("BinaryOp", "add", ["p", "c"], ["a"], {0: 0})
+    g.add("Padding", "pad", ["a"], ["out0"], {0: 1, 1: 0, 2: 0, 3: 2, 6: 3})
+    weights = {"scale": {"scale": scale, "bias": bias}, "prelu": {"slope": slope}, "const": {"data": const},
+               "pad": {"pad_values": pad_values}}
+    param, bin_ = write_ncnn(g, weights, tmp_path / "raw.param", storage="fp32")
+    s = x * scale[:, None, None] + bias[:, None, None]
+    a = np.where(s > 0, s, s * slope[:, None, None]) + const
+    ref = np.broadcast_to(pad_values[:, None, None], (3, 5, 7)).copy()
+    ref[:, 1:, :5] = a
+    np.testing.assert_allclose(run_ncnn(param, bin_, x)["out0"], ref, atol=1e-6)
+    back = read_ncnn(param, bin_)
+    np.testing.assert_array_equal(back.weights["const"]["data"], const)
+    assert back.storage == {}  # no quantizable arrays in this graph

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_ncnn_format import SIZES, lite_pair
 
 from repyolo.io.ncnn import NcnnFormatError, read_ncnn
 from repyolo.io.ncnn_lite import identity_bn, lite_state_dict_from_ncnn, map_lite_graph
-from test_ncnn_format import SIZES, lite_pair
 
 LISTINGS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "official_models"
 
