@@ -152,8 +152,9 @@ def positives_per_gt(weights: str, data: Path, img: int, batch: int, n_batches: 
     from repyolo.assign import build_assigner
     from repyolo.data.config import load_data_config
     from repyolo.data.loader import collate_fn
-    from repyolo.engine.checkpoint import load_model
+    from repyolo.io.checkpoint import load_model
     from repyolo.loss.detection import DetectionLoss, levels_of, pad_targets
+    from repyolo.ops.image import to_model_input
 
     model = load_model(weights)
     cfg = load_data_config(str(data))
@@ -170,7 +171,7 @@ def positives_per_gt(weights: str, data: Path, img: int, batch: int, n_batches: 
     with torch.no_grad():
         for start in range(0, min(len(ds), batch * n_batches), batch):
             imgs, targets, _, _ = collate_fn([ds[i] for i in range(start, min(start + batch, len(ds)))])
-            out = model(imgs.float() / 255)
+            out = model(to_model_input(imgs))
             b = imgs.shape[0]
             gt_labels, gt_bboxes, mask_gt = pad_targets(targets, b)
             strides = out["strides"].float()
@@ -353,7 +354,8 @@ def report(table: list[dict], noise: dict, command: str, setup: str, timing: str
         f"Seed spread of the default setting (TAL + VFL): {spread}. A row is called better or worse only "
         "when both mAP differences to the default's mean exceed that spread (or the row's own spread, when "
         "it has several seeds and spreads wider) in the same direction; anything smaller is noise. "
-        "s / epoch: mean wall time of a training epoch (final evaluation excluded) on a shared, loaded 2-core CPU: compare within the table only, and loosely.",
+        "s / epoch: mean wall time of a training epoch (final evaluation excluded) on a shared, loaded 2-core CPU: "
+        "compare within the table only, and loosely.",
         "",
         reading(table),
         "",

@@ -59,7 +59,7 @@ def run(name: str, args, model: Path, data: Path, epochs: int, **extra) -> dict:
 
 
 def deploy_params(weights: str) -> int:
-    from repyolo.engine.checkpoint import load_model
+    from repyolo.io.checkpoint import load_model
     from repyolo.utils.flops import count_params
 
     return count_params(load_model(weights).fuse())
@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12, help="student budget (baseline and distilled)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="default: 2 x --epochs")
     ap.add_argument("--student-width", type=float, default=0.125)
-    ap.add_argument("--teacher-width", type=float, default=None, help="default: the student, trained on from the baseline")
+    ap.add_argument("--teacher-width", type=float, default=None,
+                    help="default: the student, trained on from the baseline")
     ap.add_argument("--depth", type=float, default=0.33)
     ap.add_argument("--img", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
@@ -115,7 +116,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {widths[name]} | {epochs[name]} | {deploy_params(r['weights']):,} | "
-              f"{r.get('map', float('nan')):.4f} | {r.get('map50', float('nan')):.4f} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |")
+              f"{r.get('map', float('nan')):.4f} | {r.get('map50', float('nan')):.4f} | "
+              f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} |")
     (args.project / "distill_results.json").write_text(json.dumps(results, indent=2, default=str))
 
 

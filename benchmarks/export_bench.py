@@ -186,7 +186,8 @@ def main(argv=None) -> int:
         print(f"- work: {ref['gflops']:.2f} GFLOPs per image (fused deploy model, 2 x multiply-adds, "
               "repyolo.utils.flops.count_gflops)")
         print(f"- assumed peak: {args.threads} cores x {cpu['mhz'] / 1e3:.3f} GHz x 32 FLOP/cycle (fp32 AVX2: "
-              f"8 lanes x 2 for FMA x 2 FMA units) = {bound['peak_gflops']:.0f} GFLOP/s -> bound {bound['bound_ms']:.1f} ms")
+              f"8 lanes x 2 for FMA x 2 FMA units) = {bound['peak_gflops']:.0f} GFLOP/s "
+              f"-> bound {bound['bound_ms']:.1f} ms")
         print(f"- best fp32 backend: {best_name} {best['median_ms']:.1f} ms (min {best['min_ms']:.1f}) = "
               f"{ratio:.2f} x the bound ({ref['gflops'] / best['median_ms'] * 1e3:.0f} GFLOP/s achieved, "
               f"{100 / ratio:.0f}% of the AVX2 peak)")

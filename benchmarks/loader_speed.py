@@ -43,7 +43,7 @@ def time_loader(ds, batch: int, workers: int, epochs: int) -> tuple[float, float
     c0, t0 = _cpu_seconds(), time.perf_counter()
     for epoch in range(epochs):
         set_loader_epoch(loader, epoch)
-        for imgs, targets, paths, metas in loader:
+        for imgs, *_ in loader:
             n += imgs.shape[0]
     return time.perf_counter() - t0, _cpu_seconds() - c0, n
 

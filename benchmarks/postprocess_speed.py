@@ -9,7 +9,7 @@ distributions:
 * ``uniform``: every score uniform in 0..1 (worst case: every anchor passes; the 30000 top-k cap
   and max_det bound the work).
 
-Both NMS implementations (``repyolo.ops.nms.nms``, plain torch; ``nms_cv2``, OpenCV) are timed
+Both NMS implementations (``repyolo.ops.nms.nms``, plain torch; :func:`nms_cv2` below, OpenCV) are timed
 for the single-label prediction setting and the multi-label evaluation setting.
 
     python benchmarks/postprocess_speed.py [--repeats 10] [--threads 1]
@@ -20,12 +20,43 @@ import argparse
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from repyolo.ops import nms as nms_mod
 from repyolo.ops.postprocess import non_max_suppression
 
 A, NC, SIZE = 8400, 80, 640
+
+
+def nms_cv2(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, classes: torch.Tensor | None = None,
+            max_det: int | None = None) -> torch.Tensor:
+    """Greedy NMS through OpenCV (``cv2.dnn.NMSBoxes``, ``NMSBoxesBatched`` when class-aware).
+
+    Same contract as :func:`nms`. OpenCV computes IoU in float64, so a pair whose IoU is within
+    float32 rounding of ``iou_thres`` may be decided differently.
+    """
+    import cv2
+
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    b = boxes.detach().double().cpu().numpy()
+    xywh = np.concatenate((b[:, :2], b[:, 2:] - b[:, :2]), 1)
+    # OpenCV wants scores above a threshold >= 0: pass ranks (same order, ties broken by index)
+    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
+    rank = torch.empty(len(order), dtype=torch.float64)
+    rank[order] = torch.arange(len(order), 0, -1, dtype=torch.float64)
+    s = rank.float().numpy()
+    low = 0.5
+    if classes is None:
+        idx = cv2.dnn.NMSBoxes(xywh, s, low, float(iou_thres))
+    else:
+        c = classes.detach().cpu().numpy().astype(np.int32)
+        idx = cv2.dnn.NMSBoxesBatched(xywh, s, c, low, float(iou_thres))
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)  # by decreasing score
+    if max_det is not None:  # (cv2's top_k caps the candidates before NMS, not the kept boxes)
+        idx = idx[: int(max_det)]
+    return torch.from_numpy(idx).to(boxes.device)
 
 
 def make_preds(batch: int, kind: str, seed: int = 0) -> torch.Tensor:
@@ -87,7 +118,7 @@ def main() -> None:
                     row = []
                     sc = preds[..., 4:]
                     cand = ((sc > conf).sum() if kw["multi_label"] else (sc.amax(-1) > conf).sum()) / batch
-                    for impl in (torch_nms, nms_mod.nms_cv2):
+                    for impl in (torch_nms, nms_cv2):
                         # OpenCV has no early stop at max_det: O(candidates x kept); when that is slow
                         # time it once, on batch 1 only
                         reps = 1 if impl is not torch_nms and cand > 5000 else args.repeats
@@ -100,7 +131,7 @@ def main() -> None:
                         pp.nms = impl
                         try:
                             out = non_max_suppression(preds, conf, max_det=300, **kw)
-                            wall, cpu = time_it(lambda: non_max_suppression(preds, conf, max_det=300, **kw),
+                            wall, cpu = time_it(lambda: non_max_suppression(preds, conf, max_det=300, **kw),  # noqa: B023
                                                 reps)
                         finally:
                             pp.nms = torch_nms

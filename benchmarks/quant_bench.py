@@ -38,7 +38,7 @@ def find_weights() -> Path | None:
 
 def data_of(weights: Path) -> str | None:
     """The data YAML a repyolo checkpoint was trained on (from its saved arguments)."""
-    from repyolo.engine.checkpoint import read_checkpoint
+    from repyolo.io.checkpoint import read_checkpoint
 
     args = read_checkpoint(weights).get("args") or {}
     return args.get("data")
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     from repyolo.quant import graph as G
     from repyolo.quant.evaluate import SubsetEvaluator
     from repyolo.quant.partial import search_map_budget
-    from repyolo.quant.ptq import PTQContext, QuantSettings, prepare
     from repyolo.quant.qat import quantize_qat
+    from repyolo.quant.qdq import PTQContext, QuantSettings, prepare
     from repyolo.quant.sensitivity import analyze
     from repyolo.utils.logging import setup_logging
 

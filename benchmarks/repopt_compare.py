@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from repyolo.ops.image import to_model_input
+
 
 def load_split(root: Path, split: str, img: int):
     """A split as one uint8 tensor ``(N, 3, img, img)`` and targets ``(M, 6)`` (image index, class, xyxy)."""
@@ -54,7 +56,7 @@ def make_batch(imgs: torch.Tensor, targets: torch.Tensor, batch: int, g: torch.G
     x1 = t[f, 2].clone()
     t[f, 2] = w - t[f, 4]
     t[f, 4] = w - x1
-    return x.float() / 255, t
+    return to_model_input(x), t
 
 
 def train(model, optimizer, loss_fn, imgs, targets, steps: int, batch: int, seed: int, lr0: float, warmup: int):
@@ -106,10 +108,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from repyolo import build_model
+    from repyolo.cfg.settings import Hyp
     from repyolo.data.synthetic import generate_synthetic
     from repyolo.engine.optim import build_optimizer
     from repyolo.engine.repoptimizer import build_repoptimizer, extract_scales, hypersearch_config
-    from repyolo.engine.trainer import load_hyp
     from repyolo.loss.detection import build_loss
     from repyolo.utils.flops import count_params
 
@@ -135,7 +137,7 @@ def main() -> None:
             opt = build_repoptimizer(model, scales, args.lr0, 0.937, wd)  # re-initialises from the scales
         else:
             opt = build_optimizer(model, "SGD", args.lr0, 0.937, wd)
-        loss_fn = build_loss(model, load_hyp({}, model.cfg))
+        loss_fn = build_loss(model, Hyp.resolve(model.cfg))
         steps = (args.hs_steps or args.steps) if name == "hypersearch" else args.steps
         hist, ms = train(model, opt, loss_fn, imgs, targets, steps, args.batch, args.seed, args.lr0, warmup)
         if name == "hypersearch":

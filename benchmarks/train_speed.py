@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from repyolo.ops.image import to_model_input
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,12 +32,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from repyolo import build_model
+    from repyolo.cfg.settings import Hyp
     from repyolo.data.dataset import DetectionDataset
     from repyolo.data.loader import collate_fn
     from repyolo.data.synthetic import generate_synthetic
     from repyolo.engine.ema import ModelEMA
     from repyolo.engine.optim import build_optimizer
-    from repyolo.engine.trainer import load_hyp
     from repyolo.loss.detection import build_loss
 
     tmp = tempfile.mkdtemp()
@@ -46,9 +48,9 @@ def main() -> None:
         data = generate_synthetic(f"{tmp}/syn{img}", n_train=args.batch, n_val=1, img_size=img, seed=0)
         ds = DetectionDataset(f"{tmp}/syn{img}/images/train", img_size=img, augment=False, label_cache=False)
         imgs, targets, _, _ = collate_fn([ds[i] for i in range(args.batch)])
-        x = imgs.float() / 255
+        x = to_model_input(imgs)
         model = build_model(args.model, num_classes=ds.nc).train()
-        hyp = load_hyp({}, model.cfg)
+        hyp = Hyp.resolve(model.cfg)
         loss_fn = build_loss(model, hyp)
         opt = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
         ema = ModelEMA(model)

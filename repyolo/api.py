@@ -15,7 +15,9 @@
 """
 from __future__ import annotations
 
-from repyolo.engine.predictor import Predictor, Result, select_device
+from repyolo.engine.predictor import Predictor
+from repyolo.engine.results import Result
+from repyolo.utils.device import select_device
 
 
 class Detector:

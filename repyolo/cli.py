@@ -34,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"repyolo.commands.{module_name}")
-        except ModuleNotFoundError as exc:  # a command not built yet
-            if exc.name == f"repyolo.commands.{module_name}":
-                continue
-            raise
+        module = importlib.import_module(f"repyolo.commands.{module_name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -15,3 +15,10 @@ class CheckpointError(RepyoloError):
 
 class ConfigError(RepyoloError):
     """A model or hyper-parameter config that is malformed."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``'TypeName: first line of the message'`` (cut to ``limit`` characters): how a foreign
+    exception (torch, onnxruntime, OpenVINO, OpenCV ...) is quoted inside a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

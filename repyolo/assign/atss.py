@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from repyolo.assign.common import (AssignResult, check_inputs, empty_targets, gather_targets, resolve_conflicts,
-                                   stride_per_anchor)
-from repyolo.ops.boxes import box_iou, box_iou_aligned, points_in_boxes
+from repyolo.assign.common import (
+    AssignResult,
+    check_inputs,
+    empty_targets,
+    gather_targets,
+    resolve_conflicts,
+    stride_per_anchor,
+)
+from repyolo.ops.boxes import points_in_boxes
+from repyolo.ops.iou import box_iou, pairwise_iou
 
 
 class ATSSAssigner:
@@ -76,7 +83,7 @@ class ATSSAssigner:
         elif anchor_boxes.shape != (a, 4):
             raise ValueError(f"anchor_boxes must be {(a, 4)}, got {tuple(anchor_boxes.shape)}")
         anchor_boxes = anchor_boxes.to(anchor_points.dtype)
-        overlaps = box_iou(gt_bboxes, anchor_boxes)  # (B, n, A)
+        overlaps = pairwise_iou(gt_bboxes, anchor_boxes)  # (B, n, A)
 
         centres = (gt_bboxes[..., :2] + gt_bboxes[..., 2:]) / 2  # (B, n, 2)
         dist = (centres[..., None, :] - anchor_points).pow(2).sum(-1)  # (B, n, A) squared distance
@@ -103,6 +110,6 @@ class ATSSAssigner:
         labels, bboxes, scores, fg_mask = gather_targets(gt_labels, gt_bboxes, target_gt_idx, fg_mask,
                                                          self.num_classes)
         if self.iou_weighted and pred_bboxes is not None:
-            ious = box_iou_aligned(pred_bboxes.to(bboxes.dtype), bboxes) * fg_mask
+            ious = box_iou(pred_bboxes.to(bboxes.dtype), bboxes) * fg_mask
             scores = scores * ious[..., None]
         return labels, bboxes, scores.to(pred_scores.dtype), fg_mask

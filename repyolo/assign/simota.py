@@ -19,9 +19,17 @@ from __future__ import annotations
 
 import torch
 
-from repyolo.assign.common import (AssignResult, check_inputs, empty_targets, gather_targets, gt_class_scores,
-                                   resolve_conflicts, stride_per_anchor)
-from repyolo.ops.boxes import box_iou_aligned, points_in_boxes
+from repyolo.assign.common import (
+    AssignResult,
+    check_inputs,
+    empty_targets,
+    gather_targets,
+    gt_class_scores,
+    resolve_conflicts,
+    stride_per_anchor,
+)
+from repyolo.ops.boxes import points_in_boxes
+from repyolo.ops.iou import box_iou
 
 
 class SimOTAAssigner:
@@ -85,7 +93,7 @@ class SimOTAAssigner:
         in_centre = (offset < radius).all(-1)
         prior = (in_box | in_centre) & valid
 
-        overlaps = box_iou_aligned(gt_bboxes[:, :, None], pred_bboxes[:, None]) * prior  # (B, n, A)
+        overlaps = box_iou(gt_bboxes[:, :, None], pred_bboxes[:, None]) * prior  # (B, n, A)
         cost = self.cost(pred_scores, overlaps, gt_labels)
         cost = cost + self.big_cost * ~(in_box & in_centre)
         cost = cost.masked_fill(~prior, float("inf"))
@@ -101,5 +109,5 @@ class SimOTAAssigner:
         target_gt_idx, fg_mask, _ = resolve_conflicts(mask_pos, cost, largest=False)
         labels, bboxes, scores, fg_mask = gather_targets(gt_labels, gt_bboxes, target_gt_idx, fg_mask,
                                                          self.num_classes)
-        ious = box_iou_aligned(pred_bboxes, bboxes) * fg_mask
+        ious = box_iou(pred_bboxes, bboxes) * fg_mask
         return labels, bboxes, (scores * ious[..., None]).to(pred_scores.dtype), fg_mask

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import torch
 
-from repyolo.assign.common import (AssignResult, check_inputs, empty_targets, gather_targets, gt_class_scores,
-                                   resolve_conflicts)
-from repyolo.ops.boxes import box_iou_aligned, points_in_boxes
+from repyolo.assign.common import (
+    AssignResult,
+    check_inputs,
+    empty_targets,
+    gather_targets,
+    gt_class_scores,
+    resolve_conflicts,
+)
+from repyolo.ops.boxes import points_in_boxes
+from repyolo.ops.iou import box_iou
 
 
 class TaskAlignedAssigner:
@@ -53,7 +60,7 @@ class TaskAlignedAssigner:
         gt_bboxes = gt_bboxes.to(pred_bboxes.dtype)
         candidates = points_in_boxes(anchor_points, gt_bboxes, self.eps) & mask_gt.bool()  # (B, n, A)
 
-        overlaps = box_iou_aligned(gt_bboxes[:, :, None], pred_bboxes[:, None]) * candidates  # (B, n, A)
+        overlaps = box_iou(gt_bboxes[:, :, None], pred_bboxes[:, None]) * candidates  # (B, n, A)
         scores = gt_class_scores(pred_scores, gt_labels).to(overlaps.dtype)
         metric = scores.pow(self.alpha) * overlaps.pow(self.beta) * candidates
 

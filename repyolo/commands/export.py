@@ -39,10 +39,15 @@ def run(args: argparse.Namespace) -> int:
     if len(args.img) not in (1, 2):
         raise RepyoloError(f"--img takes one size or H W, got {args.img}")
     img = args.img[0] if len(args.img) == 1 else tuple(args.img)
-    path = export_model(
-        args.weights, args.format, img_size=img, batch=args.batch, dynamic=args.dynamic, half=args.half,
-        opset=args.opset or DEFAULT_OPSET, simplify=args.simplify, nms=args.nms, max_det=args.max_det,
-        conf=args.conf, iou=args.iou, multi_label=args.multi_label, int8=args.int8, data=args.data,
-        calib=args.calib, output=args.output)
+    if args.int8:
+        from repyolo.quant import export_int8
+
+        path = export_int8(args.weights, args.format, data=args.data, img_size=img, output=args.output,
+                           calib=args.calib, batch=args.batch, dynamic=args.dynamic, half=args.half, nms=args.nms)
+    else:
+        path = export_model(
+            args.weights, args.format, img_size=img, batch=args.batch, dynamic=args.dynamic, half=args.half,
+            opset=args.opset or DEFAULT_OPSET, simplify=args.simplify, nms=args.nms, max_det=args.max_det,
+            conf=args.conf, iou=args.iou, multi_label=args.multi_label, output=args.output)
     print(path)
     return 0

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repyolo.engine.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+    from repyolo.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
     from repyolo.io.official import convert_official
 
     src = Path(args.weights)

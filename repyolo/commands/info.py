@@ -25,7 +25,7 @@ def model_info(model_or_name, img: int | None = None, nc: int | None = None) -> 
     from repyolo.utils.flops import count_gflops, count_params
 
     if isinstance(model_or_name, str) and Path(model_or_name).suffix == ".pt":
-        from repyolo.engine.checkpoint import load_model
+        from repyolo.io.checkpoint import load_model
 
         model = load_model(model_or_name)
     elif isinstance(model_or_name, str):

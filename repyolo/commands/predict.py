@@ -43,8 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repyolo.engine.predictor import PredictionWriter, Predictor, increment_path, resolve_sources
+    from repyolo.data.media import resolve_sources
+    from repyolo.engine.predictor import Predictor
+    from repyolo.engine.results import PredictionWriter
     from repyolo.utils.logging import get_logger
+    from repyolo.utils.paths import increment_path
 
     log = get_logger("repyolo.predict")
     warnings: list[str] = []

@@ -91,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repyolo.quant.ptq import default_img_size
+    from repyolo.quant.qdq import default_img_size
 
     if args.img is None:
         args.img = default_img_size(args.weights)

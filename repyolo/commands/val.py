@@ -45,7 +45,7 @@ def _write_json(path: str, results: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from repyolo.data.config import load_data_config
     from repyolo.engine.evaluator import Evaluator, format_table, scores_from_predictions
-    from repyolo.engine.predictor import select_device
+    from repyolo.utils.device import select_device
     from repyolo.utils.logging import get_logger
 
     log = get_logger("repyolo.val")

@@ -9,13 +9,11 @@ is a function of its seed.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-# Published YOLOv6 augmentation defaults (N/S; M/L use mixup=0.1).
-DEFAULT_AUG = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
-                   flipud=0.0, fliplr=0.5, mosaic=1.0, mixup=0.0)
 PAD_VALUE = 114
 
 
@@ -23,12 +21,37 @@ def _empty_labels() -> np.ndarray:
     return np.zeros((0, 5), np.float32)
 
 
+@dataclass(frozen=True)
+class LetterboxGeometry:
+    """Where :func:`letterbox` put an image: everything needed to map boxes back.
+
+    ``orig_shape`` ``(h, w)`` of the input; ``size`` ``(nw, nh)`` of the resized content; ``pad``
+    ``(left, top, right, bottom)``; ``ratio_xy`` ``(nw / w, nh / h)``, the exact per-axis gains
+    (they differ from the uniform scale by the rounding to whole pixels); ``stretched`` when the
+    image was resized straight to the target without padding (``stretch_tol``).
+    Original pixels are ``(xy' - pad[:2]) / ratio_xy``.
+    """
+
+    orig_shape: tuple[int, int]
+    size: tuple[int, int]
+    pad: tuple[int, int, int, int]
+    ratio_xy: tuple[float, float]
+    stretched: bool = False
+
+    @property
+    def ratio(self) -> float:
+        """The gain of the long side (exact: that side is resized to the target)."""
+        h, w = self.orig_shape
+        return self.ratio_xy[0] if (w >= h or self.stretched) else self.ratio_xy[1]
+
+    def meta(self) -> dict:
+        """The ``{"orig_shape", "ratio", "pad"}`` dict :func:`repyolo.ops.postprocess.scale_boxes` takes."""
+        return {"orig_shape": self.orig_shape, "ratio": self.ratio_xy, "pad": self.pad[:2]}
+
+
 def letterbox_geometry(shape, new_shape=(640, 640), auto: bool = False, scaleup: bool = True, stride: int = 32,
-                       center: bool = True, stretch_tol: float = 0.0) -> dict:
-    """Where :func:`letterbox` puts an ``(h, w)`` image: ``size`` ``(nw, nh)`` of the resized
-    content, ``pad`` ``(left, top, right, bottom)``, ``ratio`` (uniform gain; the x gain when
-    stretched), ``ratio_xy`` ``(nw / w, nh / h)`` the exact per-axis gains (they differ from
-    ``ratio`` by the rounding to whole pixels) and ``stretched``."""
+                       center: bool = True, stretch_tol: float = 0.0) -> LetterboxGeometry:
+    """Where :func:`letterbox` puts an ``(h, w)`` image (arguments as there), without resizing it."""
     h, w = int(shape[0]), int(shape[1])
     if isinstance(new_shape, int):
         new_shape = (new_shape, new_shape)
@@ -38,18 +61,18 @@ def letterbox_geometry(shape, new_shape=(640, 640), auto: bool = False, scaleup:
         r = min(r, 1.0)
     nw, nh = max(1, int(round(w * r))), max(1, int(round(h * r)))
     if stretch_tol > 0 and not auto and abs(W - nw) <= stretch_tol * W and abs(H - nh) <= stretch_tol * H:
-        return dict(size=(W, H), pad=(0, 0, 0, 0), ratio=W / w, ratio_xy=(W / w, H / h), stretched=True)
+        return LetterboxGeometry((h, w), (W, H), (0, 0, 0, 0), (W / w, H / h), stretched=True)
     dw, dh = W - nw, H - nh
     if auto:
         dw, dh = dw % stride, dh % stride
     left, top = (dw // 2, dh // 2) if center else (0, 0)
-    return dict(size=(nw, nh), pad=(left, top, dw - left, dh - top), ratio=r, ratio_xy=(nw / w, nh / h),
-                stretched=False)
+    return LetterboxGeometry((h, w), (nw, nh), (left, top, dw - left, dh - top), (nw / w, nh / h))
 
 
 def letterbox(img: np.ndarray, new_shape=(640, 640), color=(PAD_VALUE,) * 3, auto: bool = False,
-              scaleup: bool = True, stride: int = 32, center: bool = True, stretch_tol: float = 0.0):
-    """Resize keeping the aspect ratio, then pad with ``color`` to ``new_shape``.
+              scaleup: bool = True, stride: int = 32, center: bool = True,
+              stretch_tol: float = 0.0) -> tuple[np.ndarray, LetterboxGeometry]:
+    """Resize keeping the aspect ratio, then pad with ``color`` (gray 114) to ``new_shape``.
 
     Args:
         img: ``(h, w, 3)`` uint8.
@@ -61,18 +84,16 @@ def letterbox(img: np.ndarray, new_shape=(640, 640), color=(PAD_VALUE,) * 3, aut
             (the aspect-preserving size misses the target by at most this fraction per side),
             resize straight to ``new_shape`` without padding. ``0`` disables it.
     Returns:
-        ``(img, ratio, (left, top))``: a ``new_shape`` image (or the ``auto`` rectangle), the
-        scale applied (float; when stretched the x scale, y differs by < ``stretch_tol``) and
-        the padding added on the left and top, so original ``xy = (xy' - pad) / ratio``.
+        the ``new_shape`` image (or the ``auto`` rectangle) and its :class:`LetterboxGeometry`.
     """
     g = letterbox_geometry(img.shape[:2], new_shape, auto, scaleup, stride, center, stretch_tol)
-    nw, nh = g["size"]
-    left, top, right, bottom = g["pad"]
+    nw, nh = g.size
+    left, top, right, bottom = g.pad
     if (nw, nh) != (img.shape[1], img.shape[0]):
         img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     if left or top or right or bottom:
         img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=tuple(color))
-    return img, g["ratio"], (left, top)
+    return img, g
 
 
 def scale_labels(labels: np.ndarray, ratio, pad=(0, 0)) -> np.ndarray:

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from repyolo.data.augment import (DEFAULT_AUG, augment_hsv, letterbox, letterbox_geometry, mixup, mosaic4,
-                                  random_affine, random_flip, scale_labels)
+from repyolo.cfg.settings import Hyp
+from repyolo.data.augment import augment_hsv, letterbox, mixup, mosaic4, random_affine, random_flip, scale_labels
 from repyolo.data.check import check_samples, default_cache_path
 from repyolo.data.io import decode_image
 from repyolo.data.sources import collect_samples
@@ -39,15 +39,16 @@ class DetectionDataset(torch.utils.data.Dataset):
     Args:
         sources: a path or list of paths (see :func:`repyolo.data.sources.collect_samples`).
         img_size: network input size (long side; square for training).
-        augment: training augmentation with ``hyp`` (defaults :data:`DEFAULT_AUG`).
+        augment: training augmentation with ``hyp`` (the augmentation keys of
+            :class:`~repyolo.cfg.settings.Hyp`; missing keys take its defaults).
         rect: rectangular evaluation batches (images sorted by aspect, one shape per batch of
             ``batch_size``, a multiple of ``stride`` with ``pad`` strides of margin).
         cache: ``'ram'`` keeps the resized images in memory.
         names: class names (``nc = len(names)``); taken from the json for COCO sources.
         workers: threads for checking / caching.
         image_root: folder COCO ``file_name``s resolve against; root: data set root for list files.
-        seed: augmentation seed (the loader sets it); close_mosaic: epochs at the end without
-            mosaic/mixup; stretch_tol: see :func:`letterbox` (evaluation trick, off by default).
+        seed: augmentation seed (the loader sets it); stretch_tol: see :func:`letterbox`
+            (evaluation trick, off by default).
         label_cache: read/write the check cache.
     Attributes:
         im_files, labels (float32 ``(n, 5)`` original pixels), shapes ``(N, 2)`` ``(h, w)``,
@@ -57,7 +58,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __init__(self, sources, img_size: int = 640, augment: bool = False, hyp: dict | None = None,
                  rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5, cache=None,
                  names: list[str] | None = None, prefix: str = "", workers: int | None = None,
-                 image_root=None, root=None, seed: int = 0, close_mosaic: int = 15, stretch_tol: float = 0.0,
+                 image_root=None, root=None, seed: int = 0, stretch_tol: float = 0.0,
                  label_cache: bool = True):
         self.img_size = int(img_size)
         self.augment = bool(augment)
@@ -65,11 +66,10 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.prefix = prefix
         self.seed = int(seed)
         self.epoch = 0
-        self.close_mosaic_epochs = int(close_mosaic)
         self.stretch_tol = float(stretch_tol)
-        base = dict(DEFAULT_AUG)
+        base = Hyp().augmentation()
         if hyp:
-            base.update({k: float(v) for k, v in hyp.items() if k in DEFAULT_AUG})
+            base.update({k: float(v) for k, v in hyp.items() if k in base})
         self._hyp_base = base
         self.hyp = dict(base)
         if rect and augment:
@@ -109,8 +109,6 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.ims = None
         if cache in ("ram", True):
             self._cache_ram(workers)
-        elif cache == "disk":
-            LOGGER.warning("%scache='disk' is not implemented: images are decoded from their files", prefix)
         elif cache not in (None, False, "", "none"):
             raise DataError(f"unknown cache mode {cache!r} (use 'ram' or None)")
 
@@ -163,23 +161,15 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ epoch control
 
-    def close_mosaic(self) -> None:
-        """Turn mosaic and mixup off (the last epochs of training)."""
-        if self.hyp["mosaic"] or self.hyp["mixup"]:
-            LOGGER.info("%sclosing mosaic and mixup", self.prefix)
-        self.hyp["mosaic"] = 0.0
-        self.hyp["mixup"] = 0.0
-
-    def set_epoch(self, epoch: int, epochs: int | None = None) -> None:
-        """Set the epoch (it seeds augmentation); with ``epochs``, mosaic/mixup are off for the
-        last ``close_mosaic`` epochs and on before them."""
+    def set_epoch(self, epoch: int, strong_aug: bool = True) -> None:
+        """Set the epoch (it seeds augmentation) and whether mosaic / mixup are on: the trainer
+        turns them off for the last epochs of its recipe (``Recipe.close_mosaic``)."""
         self.epoch = int(epoch)
-        if epochs is not None:
-            if self.close_mosaic_epochs and epoch >= epochs - self.close_mosaic_epochs:
-                self.close_mosaic()
-            else:
-                self.hyp["mosaic"] = self._hyp_base["mosaic"]
-                self.hyp["mixup"] = self._hyp_base["mixup"]
+        on = bool(strong_aug)
+        if not on and (self.hyp["mosaic"] or self.hyp["mixup"]):
+            LOGGER.info("%sclosing mosaic and mixup", self.prefix)
+        self.hyp["mosaic"] = self._hyp_base["mosaic"] if on else 0.0
+        self.hyp["mixup"] = self._hyp_base["mixup"] if on else 0.0
 
     # ------------------------------------------------------------------ loading
 
@@ -236,11 +226,11 @@ class DetectionDataset(torch.utils.data.Dataset):
             img, _, gain = self.load_image(index)
             shape = tuple(self.batch_shapes[self.batch_index[index]]) if self.rect else (self.img_size,) * 2
             tol = 0.0 if self.augment else self.stretch_tol
-            geom = letterbox_geometry(img.shape[:2], shape, scaleup=self.augment, stride=self.stride, stretch_tol=tol)
-            img, _, pad = letterbox(img, shape, auto=False, scaleup=self.augment, stride=self.stride, stretch_tol=tol)
-            ratio_xy = (gain[0] * geom["ratio_xy"][0], gain[1] * geom["ratio_xy"][1])
+            img, geom = letterbox(img, shape, auto=False, scaleup=self.augment, stride=self.stride, stretch_tol=tol)
+            pad = geom.pad[:2]
+            ratio_xy = (gain[0] * geom.ratio_xy[0], gain[1] * geom.ratio_xy[1])
             # the long side's gain is exact (it is resized to img_size), so report that one
-            ratio = ratio_xy[0] if (w0 >= h0 or geom["stretched"]) else ratio_xy[1]
+            ratio = ratio_xy[0] if (w0 >= h0 or geom.stretched) else ratio_xy[1]
             labels = scale_labels(self.labels[index], ratio_xy, pad)
             labels[:, [1, 3]] = labels[:, [1, 3]].clip(0, img.shape[1])
             labels[:, [2, 4]] = labels[:, [2, 4]].clip(0, img.shape[0])

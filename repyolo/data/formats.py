@@ -260,7 +260,7 @@ def read_coco_json(path: str | os.PathLike, image_root: str | os.PathLike | None
         root = root or path.parent
 
     per_image: dict[int, list] = {}
-    for k, ann in enumerate(data.get("annotations") or []):
+    for ann in data.get("annotations") or []:
         try:
             per_image.setdefault(int(ann["image_id"]), []).append(ann)
         except (KeyError, TypeError, ValueError):

@@ -103,13 +103,12 @@ def build_dataloader(dataset, batch_size: int, workers: int = 2, shuffle: bool =
                       drop_last=drop_last, pin_memory=False, persistent_workers=False)
 
 
-def set_loader_epoch(loader: DataLoader, epoch: int, epochs: int | None = None) -> None:
+def set_loader_epoch(loader: DataLoader, epoch: int, strong_aug: bool = True) -> None:
     """Make the next iteration of ``loader`` epoch ``epoch``: shuffle order and augmentation
-    depend on ``(seed, epoch)`` only. With ``epochs``, the data set also switches mosaic off
-    for its last ``close_mosaic`` epochs."""
+    depend on ``(seed, epoch)`` only; ``strong_aug=False`` switches mosaic and mixup off."""
     sampler = loader.sampler
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
     ds = loader.dataset
     if hasattr(ds, "set_epoch"):
-        ds.set_epoch(epoch, epochs)
+        ds.set_epoch(epoch, strong_aug)

@@ -33,36 +33,51 @@ class SampleList:
     stat_files: list[str] = field(default_factory=list)  # list/json files whose change invalidates a cache
 
 
-def _listdir_images(folder: Path, issues: list[Issue]) -> list[str]:
+def walk_files(folder: str | os.PathLike) -> list[str]:
+    """Every file below ``folder`` (recursive, links followed), in sorted order."""
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames.sort()
-        for name in sorted(filenames):
-            ext = os.path.splitext(name)[1][1:].lower()
-            if ext in IMG_FORMATS:
-                files.append(os.path.join(dirpath, name))
-            elif ext in UNSUPPORTED_IMG_FORMATS:
-                issues.append(Issue(os.path.join(dirpath, name), f"unsupported image format '.{ext}'", "skipped"))
+        files.extend(os.path.join(dirpath, name) for name in sorted(filenames))
     return files
 
 
-def _read_list_file(path: Path, root: Path | None, issues: list[Issue]) -> list[str]:
+def read_list_file(path: Path, root: Path | None = None) -> list[tuple[int, str, Path]]:
+    """The entries of a list file (one path a line; blank lines and ``#`` comments skipped) as
+    ``(line number, entry text, resolved path)``: relative entries resolve against the list's
+    folder, else against ``root``, else against the working folder, whichever has the file first
+    (the list's folder when none has it). Raises DataError when the list is unreadable."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read image list ({exc})") from None
-    files = []
+        raise DataError(f"{path}: cannot read list file ({exc})") from None
+    out = []
     for no, line in enumerate(text.splitlines(), 1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
         p = Path(os.path.expanduser(entry))
         if not p.is_absolute():
-            cand = path.parent / p
-            if not cand.exists() and root is not None and (root / p).exists():
-                cand = root / p
-            p = cand
-        p = Path(os.path.normpath(p))
+            bases = [path.parent] + ([root] if root is not None else []) + [Path.cwd()]
+            p = next((b / p for b in bases if (b / p).exists()), path.parent / p)
+        out.append((no, entry, Path(os.path.normpath(p))))
+    return out
+
+
+def _listdir_images(folder: Path, issues: list[Issue]) -> list[str]:
+    files = []
+    for f in walk_files(folder):
+        ext = os.path.splitext(f)[1][1:].lower()
+        if ext in IMG_FORMATS:
+            files.append(f)
+        elif ext in UNSUPPORTED_IMG_FORMATS:
+            issues.append(Issue(f, f"unsupported image format '.{ext}'", "skipped"))
+    return files
+
+
+def _read_list_file(path: Path, root: Path | None, issues: list[Issue]) -> list[str]:
+    files = []
+    for no, entry, p in read_list_file(path, root):
         ext = p.suffix[1:].lower()
         if ext not in IMG_FORMATS:
             why = f"unsupported image format '.{ext}'" if ext else "no image suffix"

@@ -3,8 +3,8 @@
 :class:`Evaluator` runs the YOLOv6 evaluation protocol over a :class:`DetectionDataset`:
 rectangular batches (images sorted by aspect ratio, one letterboxed shape per batch, gray 114
 padding), confidence 0.03, multi-label class-aware NMS at IoU 0.65, 300 detections per image;
-boxes are mapped back to original pixels and scored with COCOeval (faster-coco-eval, else
-pycocotools). :func:`scores_from_predictions` scores a COCO results file without a model.
+boxes are mapped back to original pixels and scored with COCOeval (faster-coco-eval).
+:func:`scores_from_predictions` scores a COCO results file without a model.
 
 Both return the JSON contract of ``repyolo val``::
 
@@ -25,11 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repyolo.engine.metrics import (category_names, category_order, check_detections, coco_map, nan_to_none,
-                                    normalize_gt, threshold_stats)
-from repyolo.engine.predictor import filter_detections
+from repyolo.engine.metrics import (
+    category_names,
+    category_order,
+    check_detections,
+    coco_map,
+    nan_to_none,
+    normalize_gt,
+    threshold_stats,
+)
 from repyolo.errors import DataError
-from repyolo.ops.postprocess import non_max_suppression, scale_boxes
+from repyolo.ops.image import to_model_input
+from repyolo.ops.postprocess import filter_detections, non_max_suppression, scale_boxes
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -42,14 +49,14 @@ EVAL_PAD = 0.5
 
 
 def summarize(coco_gt: dict, detections: list[dict], names: list[str] | None = None, conf_thres_pr: float = 0.25,
-              save_dir: str | Path | None = None, plots: bool = True, backend: str = "auto") -> dict:
+              save_dir: str | Path | None = None, plots: bool = True) -> dict:
     """Score COCO ``detections`` against ``coco_gt``: COCO AP (see :func:`coco_map`), P/R/F1 at
     ``conf_thres_pr`` and per-class details; writes PR-curve and confusion-matrix PNGs to
     ``save_dir`` when ``plots``. Returns the result dict of the module docstring (without ``speed_ms``)."""
     gt = normalize_gt(coco_gt)
     cat_ids = category_order(gt)
     names = category_names(gt, names)
-    ap = coco_map(gt, detections, backend=backend)
+    ap = coco_map(gt, detections)
     st = threshold_stats(gt, detections, conf_thres=conf_thres_pr)
     classes = {}
     for k, name in enumerate(names):
@@ -91,8 +98,7 @@ def load_predictions(pred_json) -> list:
 
 
 def scores_from_predictions(pred_json, coco_gt_dict: dict, names: list[str] | None = None,
-                            conf_thres_pr: float = 0.25, save_dir=None, plots: bool = False,
-                            backend: str = "auto") -> dict:
+                            conf_thres_pr: float = 0.25, save_dir=None, plots: bool = False) -> dict:
     """Score a COCO results file (or list) against a COCO ground-truth dict, without a model.
 
     Image and category ids must be those of ``coco_gt_dict`` (a data set's COCO json ids, or the
@@ -102,8 +108,7 @@ def scores_from_predictions(pred_json, coco_gt_dict: dict, names: list[str] | No
     where = str(pred_json) if not isinstance(pred_json, (list, tuple)) else "predictions"
     gt = normalize_gt(coco_gt_dict)
     dets = check_detections(load_predictions(pred_json), gt, where=where)
-    out = summarize(gt, dets, names=names, conf_thres_pr=conf_thres_pr, save_dir=save_dir, plots=plots,
-                    backend=backend)
+    out = summarize(gt, dets, names=names, conf_thres_pr=conf_thres_pr, save_dir=save_dir, plots=plots)
     out["speed_ms"] = {"preprocess": None, "inference": None, "nms": None}
     return out
 
@@ -140,8 +145,8 @@ def format_table(results: dict) -> str:
 
 def _as_backend(model, device):
     """(backend, restore) from a Backend, a weights path or an ``nn.Module`` (not fused, mode restored)."""
-    from repyolo.engine.predictor import open_backend
-    from repyolo.export.runtime import Backend, TorchBackend
+    from repyolo.runtime import Backend, load_backend
+    from repyolo.runtime.pytorch import TorchBackend
 
     if isinstance(model, Backend):
         return model, lambda: None
@@ -153,7 +158,7 @@ def _as_backend(model, device):
             dev = torch.device(device)
         backend = TorchBackend(model, dev, fuse=False)
         return backend, (lambda: model.train(was_training))
-    return open_backend(model, device), lambda: None
+    return load_backend(model, device), lambda: None
 
 
 class Evaluator:
@@ -170,7 +175,7 @@ class Evaluator:
         plots: draw the PR curve and the confusion matrix (needs ``save_dir``).
         device: device for weights paths (an in-memory model stays on its device).
 
-    Call it with a weights path, a :class:`~repyolo.export.runtime.Backend` or an ``nn.Module``
+    Call it with a weights path, a :class:`~repyolo.runtime.base.Backend` or an ``nn.Module``
     (the trainer passes its EMA model: it is not fused and its train/eval mode is restored).
     """
 
@@ -178,7 +183,7 @@ class Evaluator:
                  workers: int = 2, rect: bool = True, conf_thres: float = EVAL_CONF, iou_thres: float = EVAL_IOU,
                  max_det: int = EVAL_MAX_DET, multi_label: bool = True, conf_thres_pr: float = 0.25,
                  save_dir: str | Path | None = None, plots: bool = True, save_json: bool = True,
-                 device: str | torch.device = "cpu", coco_backend: str = "auto"):
+                 device: str | torch.device = "cpu"):
         if dataset is None and data is None:
             raise ValueError("Evaluator needs a dataset or a data YAML")
         self.dataset, self.data, self.split = dataset, data, split
@@ -187,7 +192,7 @@ class Evaluator:
         self.multi_label, self.conf_thres_pr = multi_label, float(conf_thres_pr)
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.plots, self.save_json = plots, save_json
-        self.device, self.coco_backend = device, coco_backend
+        self.device = device
         self._gt = None
         self._built_for = None
 
@@ -252,7 +257,7 @@ class Evaluator:
         for imgs, _, paths, metas in loader:
             n = imgs.shape[0]
             t0 = time.perf_counter()
-            x = imgs.to(dev, non_blocking=True).float().div_(255.0)  # (fixed-batch backends chunk / pad)
+            x = to_model_input(imgs, dev)  # (fixed-batch backends chunk / pad)
             sync()
             t1 = time.perf_counter()
             if end2end:  # NMS inside the model file (its own IoU threshold, fixed at export)
@@ -279,7 +284,7 @@ class Evaluator:
                 t += (t1 - t0, t2 - t1, t3 - t2)
                 n_img += n
             for det, meta, path in zip(dets, metas, paths):
-                det = scale_boxes(det.cpu(), _exact_meta(meta)).numpy()
+                det = scale_boxes(det.cpu(), meta).numpy()
                 img_index.append(np.full(len(det), len(ids), dtype=np.int64))
                 boxes.append(det[:, :4])
                 scores.append(det[:, 4])
@@ -312,17 +317,10 @@ class Evaluator:
             with open(self.save_dir / "predictions.json", "w", encoding="utf-8") as f:
                 json.dump(dets, f)
         out = summarize(self.coco_gt(dataset), dets, names=names, conf_thres_pr=self.conf_thres_pr,
-                        save_dir=self.save_dir, plots=self.plots, backend=self.coco_backend)
+                        save_dir=self.save_dir, plots=self.plots)
         out["speed_ms"] = speed
         LOGGER.debug("evaluated %d images: mAP %.4f, mAP50 %.4f", out["n_images"], out["map"], out["map50"])
         return out
-
-
-def _exact_meta(meta: dict) -> dict:
-    """The per-axis gains (``ratio_xy``) when the data set gives them: exact inverse of the resize."""
-    if "ratio_xy" in meta:
-        return {**meta, "ratio": meta["ratio_xy"]}
-    return meta
 
 
 def _coco_results(image_ids, img_index, boxes, scores, classes, cat_ids) -> list[dict]:

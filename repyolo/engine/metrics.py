@@ -1,7 +1,7 @@
 """Detection metrics on COCO-style dicts.
 
-* :func:`coco_map` - COCO box AP through a maintained COCOeval (``faster-coco-eval``, else
-  ``pycocotools``): mAP@0.5:0.95, mAP@0.5, mAP@0.75, AP small/medium/large, per-class AP and
+* :func:`coco_map` - COCO box AP through ``faster-coco-eval`` (checked against pycocotools'
+  COCOeval by the tests): mAP@0.5:0.95, mAP@0.5, mAP@0.75, AP small/medium/large, per-class AP and
   AP50, and COCO's interpolated precision-recall curve at IoU 0.5 (101 recall points).
   Classes without ground truth get AP ``NaN`` and are left out of the means, as COCOeval does.
 * :func:`threshold_stats` - precision, recall and F1 of the detections scoring at least
@@ -13,15 +13,15 @@ Inputs are plain data: the ground truth as a COCO dict (``images``, ``annotation
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from repyolo.errors import DataError
+from repyolo.ops.iou import pairwise_iou
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -94,34 +94,17 @@ def check_detections(detections: Sequence[dict], coco_gt: dict, where: str = "pr
     return out
 
 
-def _cocoeval(gt: dict, dets: list[dict], backend: str):
-    """Run COCOeval (evaluate + accumulate + summarize) quietly; returns the eval object."""
-    if backend in ("auto", "faster"):
-        try:
-            from faster_coco_eval import COCO, COCOeval_faster
+def faster_cocoeval(gt: dict, dets: list[dict]):
+    """COCOeval (evaluate + accumulate + summarize) by ``faster-coco-eval``, quietly; returns the
+    eval object (``stats``, ``eval['precision']``, ``params`` as pycocotools' COCOeval has them)."""
+    from faster_coco_eval import COCO, COCOeval_faster
 
-            coco_gt = COCO(copy.deepcopy(gt))
-            coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
-            ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=LOGGER.debug)
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-            return ev
-        except ImportError:
-            if backend == "faster":
-                raise
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    coco_gt = COCO(copy.deepcopy(gt))
+    coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
+    ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=LOGGER.debug)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
     return ev
 
 
@@ -142,13 +125,14 @@ def _empty_result(gt: dict, cat_ids: list[int]) -> dict:
             "pr_curve": np.where(np.isnan(per)[:, None], np.nan, 0.0) * np.ones((1, 101))}
 
 
-def coco_map(coco_gt: dict, detections: Sequence[dict], backend: str = "auto") -> dict:
+def coco_map(coco_gt: dict, detections: Sequence[dict], cocoeval=faster_cocoeval) -> dict:
     """COCO box AP of ``detections`` against ``coco_gt``.
 
     Args:
         coco_gt: COCO ground-truth dict; ``detections``: COCO results (already checked with
             :func:`check_detections`).
-        backend: ``'auto'`` (faster-coco-eval, else pycocotools), ``'faster'`` or ``'pycocotools'``.
+        cocoeval: ``(gt, dets) -> evaluated COCOeval object``; ``faster-coco-eval`` by default (the
+            tests check it against pycocotools' reference COCOeval through this argument).
     Returns:
         ``{"map", "map50", "map75", "map_small", "map_medium", "map_large"}`` floats in 0..1
         (NaN when undefined), ``"ap"`` / ``"ap50"`` ``(K,)`` per class in :func:`category_order`
@@ -159,7 +143,7 @@ def coco_map(coco_gt: dict, detections: Sequence[dict], backend: str = "auto") -
     cat_ids = category_order(gt)
     if not detections:
         return _empty_result(gt, cat_ids)
-    ev = _cocoeval(gt, list(detections), backend)
+    ev = cocoeval(gt, list(detections))
     stats = [float(s) for s in ev.stats[:6]]
     prec = np.asarray(ev.eval["precision"])  # (T, R, K, A, M); -1 = undefined
     eval_cats = [int(c) for c in ev.params.catIds]
@@ -193,13 +177,8 @@ def _xywh2xyxy(b: np.ndarray) -> np.ndarray:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(n, 4)`` x ``(m, 4)`` xyxy -> ``(n, m)`` IoU."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    """``(n, 4)`` x ``(m, 4)`` xyxy -> ``(n, m)`` IoU (float64)."""
+    return pairwise_iou(torch.from_numpy(a.astype(np.float64)), torch.from_numpy(b.astype(np.float64))).numpy()
 
 
 def _match(iou: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

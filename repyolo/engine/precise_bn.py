@@ -14,6 +14,7 @@ import itertools
 import torch
 import torch.nn as nn
 
+from repyolo.ops.image import to_model_input
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -38,7 +39,7 @@ def recompute_bn_stats(model: nn.Module, loader, max_batches: int, device) -> in
     model.train()
     n = 0
     for batch in itertools.islice(loader, max_batches):
-        model(batch[0].to(device, non_blocking=True).float() / 255)
+        model(to_model_input(batch[0], device))
         n += 1
     for bn, m in zip(bns, momenta):
         bn.momentum = m

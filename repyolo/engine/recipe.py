@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from repyolo.cfg.settings import Hyp
+
 SMALL_RUN_STEPS = 20_000
 
 
@@ -27,21 +29,21 @@ class Recipe:
     ema_decay: float
     ema_tau: float
     reason: str
-    close_mosaic: int = 15   # epochs at the end without mosaic / mixup
+    close_mosaic: int = 15   # epochs at the end without mosaic / mixup (the one place this is decided)
     bn_recal_images: int = 0  # recompute BN statistics over this many training images before evaluating
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def resolve_recipe(hyp: dict, batch_size: int, batches_per_epoch: int, epochs: int, world_size: int = 1) -> Recipe:
-    """Turn ``hyp`` (``recipe: auto|yolov6|small``) and the run's size into concrete constants.
+def resolve_recipe(hyp: Hyp, batch_size: int, batches_per_epoch: int, epochs: int, world_size: int = 1) -> Recipe:
+    """Turn ``hyp`` (``recipe: auto | yolov6 | small``) and the run's size into concrete constants.
 
     ``batch_size`` is per process; the effective batch is ``batch_size * world_size``.
     """
     total_batch = batch_size * world_size
-    nb, choice = max(batches_per_epoch, 1), hyp.get("recipe", "auto")
-    accumulate = max(round(hyp.get("nominal_batch", 64) / total_batch), 1)
+    nb, choice = max(batches_per_epoch, 1), hyp.recipe
+    accumulate = max(round(hyp.nominal_batch / total_batch), 1)
     steps_published = epochs * nb // accumulate
     if choice == "auto":
         choice = "small" if steps_published < SMALL_RUN_STEPS else "yolov6"
@@ -49,32 +51,27 @@ def resolve_recipe(hyp: dict, batch_size: int, batches_per_epoch: int, epochs: i
                   f"({'<' if choice == 'small' else '>='} {SMALL_RUN_STEPS})")
     else:
         reason = "chosen by the user"
-    lr0 = float(hyp["lr0"])
     if choice == "yolov6":
-        warmup = max(round(hyp.get("warmup_epochs", 3.0) * nb), int(hyp.get("warmup_min_iters", 1000)))
-        wd = hyp.get("weight_decay", 5e-4) * total_batch * accumulate / hyp.get("nominal_batch", 64)
-        return Recipe("yolov6", accumulate, warmup, lr0, wd, hyp.get("ema_decay", 0.9999),
-                      hyp.get("ema_tau", 2000), reason, int(hyp.get("close_mosaic", 15)),
-                      _bn_recal(hyp, 0))
-    if choice != "small":
-        raise ValueError(f"unknown recipe {choice!r}: use auto, yolov6 or small")
+        warmup = max(round(hyp.warmup_epochs * nb), hyp.warmup_min_iters)
+        wd = hyp.weight_decay * total_batch * accumulate / hyp.nominal_batch
+        return Recipe("yolov6", accumulate, warmup, hyp.lr0, wd, hyp.ema_decay, hyp.ema_tau, reason,
+                      hyp.close_mosaic, _bn_recal(hyp, 0))
     total_iters = epochs * nb
     # warm-up: the published 3 epochs, but never more than 10% of the run
-    warmup = int(min(max(hyp.get("warmup_epochs", 3.0) * nb, 1), max(total_iters // 10, 1)))
+    warmup = int(min(max(hyp.warmup_epochs * nb, 1), max(total_iters // 10, 1)))
     # EMA: average over roughly the last 5% of the run instead of the last 10k updates
     window = max(total_iters / 20, 10)
-    ema_decay = min(hyp.get("ema_decay", 0.9999), 1 - 1 / window)
-    ema_tau = min(hyp.get("ema_tau", 2000), max(total_iters / 20, 1))
-    # no accumulation: every batch is an optimizer step; LR scaled linearly from batch 32
-    lr = lr0 * min(total_batch / 32, 1.0) ** 0.5
-    wd = hyp.get("weight_decay", 5e-4) * total_batch / hyp.get("nominal_batch", 64)
+    ema_decay = min(hyp.ema_decay, 1 - 1 / window)
+    ema_tau = min(hyp.ema_tau, max(total_iters / 20, 1))
+    # no accumulation: every batch is an optimizer step; LR scaled from batch 32
+    lr = hyp.lr0 * min(total_batch / 32, 1.0) ** 0.5
+    wd = hyp.weight_decay * total_batch / hyp.nominal_batch
     # strong augmentation off for the published 15 of 300-400 epochs: at most ~1/5 of a short run
-    close = min(int(hyp.get("close_mosaic", 15)), max(epochs // 5, 1))
+    close = min(hyp.close_mosaic, max(epochs // 5, 1))
     return Recipe("small", 1, warmup, lr, wd, ema_decay, ema_tau, reason, close, _bn_recal(hyp, 256))
 
 
-def _bn_recal(hyp: dict, default: int) -> int:
-    """Images for precise-BN before evaluation: the ``bn_recal_images`` hyp, or the recipe's default
+def _bn_recal(hyp: Hyp, default: int) -> int:
+    """Images for precise-BN before evaluation: ``hyp.bn_recal_images``, or the recipe's default
     (off for the published recipe, whose long schedule lets BN statistics settle by themselves)."""
-    value = hyp.get("bn_recal_images")
-    return default if value is None else int(value)
+    return default if hyp.bn_recal_images is None else int(hyp.bn_recal_images)

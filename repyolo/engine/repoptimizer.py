@@ -15,7 +15,7 @@ Architectures"):
    (with plain or momentum / Nesterov SGD; weight decay is the exception, see below).
 2. *Hyper-search the scales.* Train the model with :class:`~repyolo.nn.repopt.HyperSearchBlock`
    blocks (learnable ``s``, ``t``) on a small data set; :func:`extract_scales` reads them off
-   (:func:`hyper_search` runs the whole step with the regular trainer).
+   (:func:`repyolo.engine.hypersearch.hyper_search` runs the whole step with the regular trainer).
 3. *Train with RepOpt.* :func:`build_repoptimizer` re-initialises every
    :class:`~repyolo.nn.repopt.RepOptBlock` kernel to the merged kernel of fresh branch kernels
    and the scales, and returns a :class:`RepOptimizer` that multiplies each of those kernels'
@@ -108,7 +108,7 @@ def extract_scales(hypersearch_model: nn.Module) -> dict:
 
 def save_scales(scales: dict, path: str | Path, model_name: str | None = None) -> Path:
     """Write a scales dict to ``path`` atomically (loadable with ``torch.load(weights_only=True)``)."""
-    from repyolo.engine.checkpoint import save_checkpoint
+    from repyolo.io.checkpoint import save_checkpoint
 
     payload = {"format": SCALES_FORMAT, "version": SCALES_VERSION, "model": model_name,
                "scales": {k: {"scale_3x3": v["scale_3x3"].float().cpu(), "scale_1x1": v["scale_1x1"].float().cpu(),
@@ -137,7 +137,7 @@ def load_scales(source) -> dict:
         if obj["model_cfg"].get("block") != "hypersearch":
             raise ConfigError(f"{path}: a checkpoint of a {obj['model_cfg'].get('block')!r}-block model; "
                               "RepOpt scales come from a model trained with block: hypersearch")
-        from repyolo.engine.checkpoint import model_from_checkpoint
+        from repyolo.io.checkpoint import model_from_checkpoint
 
         return extract_scales(model_from_checkpoint(obj, use_ema=True))
     raise ConfigError(f"{path}: neither a RepOpt scales file ({SCALES_FORMAT}) nor a hyper-search checkpoint")
@@ -283,25 +283,3 @@ def hypersearch_config(model="yolov6n-repopt") -> dict:
     cfg = load_model_config(model)
     name = str(cfg.get("name", "model"))
     return {**cfg, "block": "hypersearch", "name": name if name.endswith("-hs") else f"{name}-hs"}
-
-
-def hyper_search(model="yolov6n-repopt", data: str | Path = "", epochs: int = 10, img: int = 640, batch: int = 16,
-                 project: str | Path = "runs/hypersearch", name: str = "exp", save: str | Path | None = None,
-                 **train_kwargs) -> dict:
-    """Step 2 of RepOpt: train the hyper-search twin of ``model`` on ``data`` with the regular trainer,
-    then read the learned scales off its final EMA weights.
-
-    ``train_kwargs`` go to :class:`~repyolo.engine.trainer.TrainArgs` (``device``, ``workers``, ``hyp`` ...).
-    The scales are written to ``save`` (default ``project/name/scales.pt``) and returned.
-    """
-    from repyolo.engine.checkpoint import model_from_checkpoint, read_checkpoint
-    from repyolo.engine.trainer import TrainArgs, Trainer
-
-    cfg = hypersearch_config(model)
-    trainer = Trainer(TrainArgs(model=cfg, data=str(data), epochs=epochs, img=img, batch=batch, project=str(project),
-                                name=name, **train_kwargs))
-    trainer.train()
-    scales = extract_scales(model_from_checkpoint(read_checkpoint(trainer.wdir / "last.pt"), use_ema=True))
-    path = save_scales(scales, save or trainer.save_dir / "scales.pt", model_name=cfg["name"])
-    LOGGER.info("hyper-search: %d blocks' scales written to %s", len(scales), path)
-    return scales

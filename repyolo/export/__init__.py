@@ -1,11 +1,9 @@
 """Export to deployment runtimes (ONNX, OpenVINO, TorchScript) and one Backend interface over them.
 
 ``export_model(weights_or_model, format, **opts) -> Path`` writes a self-describing file;
-``load_backend(path)`` runs it (see :mod:`repyolo.export.runtime`).
+``repyolo.runtime.load_backend(path)`` runs it.
 """
 from __future__ import annotations
-
-from repyolo.export.runtime import Backend, TorchBackend, load_backend
 
 
 def export_model(weights_or_model, format: str = "onnx", **opts):
@@ -15,4 +13,4 @@ def export_model(weights_or_model, format: str = "onnx", **opts):
     return _export(weights_or_model, format, **opts)
 
 
-__all__ = ["Backend", "TorchBackend", "load_backend", "export_model"]
+__all__ = ["export_model"]

@@ -34,9 +34,9 @@ def _load_source(weights) -> tuple[torch.nn.Module, str]:
         return weights.eval(), str(weights.cfg.get("name", "model"))
     path = Path(str(weights))
     if path.suffix.lower() in (".pt", ".pth") or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
-        from repyolo.export.runtime import load_checkpoint_model
+        from repyolo.io.checkpoint import load_model
 
-        return load_checkpoint_model(path), str(path)
+        return load_model(path), str(path)
     from repyolo.nn.model import build_model
 
     model = build_model(str(weights))
@@ -59,7 +59,8 @@ def build_backends(model: torch.nn.Module, names: list[str], img_size: tuple[int
                    threads: int | None, fuse: bool, workdir: Path) -> dict:
     """``{name: backend}`` for the requested backend names, exporting into ``workdir`` as needed."""
     from repyolo.export.exporter import export_model
-    from repyolo.export.runtime import TorchBackend, load_backend
+    from repyolo.runtime import load_backend
+    from repyolo.runtime.pytorch import TorchBackend
 
     backends, exported = {}, {}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from repyolo.errors import RepyoloError
-from repyolo.export.metadata import build_metadata
 from repyolo.export.onnx import DEFAULT_OPSET, check_opset
+from repyolo.runtime.metadata import build_metadata
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -26,9 +26,9 @@ def deploy_model(weights_or_model) -> torch.nn.Module:
     if isinstance(weights_or_model, torch.nn.Module):
         model = copy.deepcopy(weights_or_model)
     else:
-        from repyolo.export.runtime import load_checkpoint_model
+        from repyolo.io.checkpoint import load_model
 
-        model = load_checkpoint_model(weights_or_model)
+        model = load_model(weights_or_model)
     if not hasattr(model, "fuse") or not hasattr(model, "stride"):
         raise RepyoloError(f"cannot export {type(model).__name__}: not a repyolo YOLOv6 model")
     model = model.float().cpu().eval()
@@ -59,9 +59,10 @@ def default_output(weights_or_model, model: torch.nn.Module, fmt: str) -> Path:
 def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tuple[int, int] = 640,
                  batch: int = 1, dynamic: bool = False, half: bool = False, opset: int = DEFAULT_OPSET,
                  simplify: bool = True, nms: bool = False, max_det: int = 100, conf: float = 0.25,
-                 iou: float = 0.45, multi_label: bool = False, int8: bool = False, data=None,
-                 calib: int = 100, output: str | Path | None = None) -> Path:
+                 iou: float = 0.45, multi_label: bool = False, output: str | Path | None = None) -> Path:
     """Export a checkpoint (path) or a YOLOv6 model to ``format``; returns the written path.
+
+    INT8 files come from the quantization stage (:func:`repyolo.quant.export_int8`).
 
     Args:
         format: ``'onnx' | 'openvino' | 'torchscript'``.
@@ -73,18 +74,11 @@ def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tupl
         nms: end-to-end graph with class-aware NMS (ONNX, OpenVINO): outputs ``num_dets``,
             ``det_boxes``, ``det_scores``, ``det_classes`` with ``max_det`` rows per image,
             thresholds ``conf`` / ``iou``, ``multi_label`` as in the Python post-processing.
-        int8: INT8 post-training quantization (static QDQ, calibrated on ``calib`` images of the
-            ``data`` YAML) through :func:`repyolo.quant.quantize_ptq`: an INT8 ``.onnx``, or an
-            OpenVINO IR converted from it. Square ``img_size``, batch 1, no ``nms``/``dynamic``/``half``;
-            for partial quantization and calibrator choice use ``repyolo quantize``.
         output: file (ONNX, TorchScript) or folder (OpenVINO); default beside the weights.
     """
     fmt = str(format).lower()
     if fmt not in FORMATS:
         raise RepyoloError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    if int8:
-        return _export_int8(weights_or_model, fmt, data, img_size, output, calib=calib, batch=batch,
-                            dynamic=dynamic, half=half, nms=nms)
     if batch < 1:
         raise RepyoloError(f"--batch {batch}: must be >= 1")
     if fmt != "torchscript":
@@ -118,44 +112,3 @@ def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tupl
     if dynamic:
         LOGGER.info("TorchScript: the trace takes any batch and input size already; --dynamic changes nothing")
     return export_torchscript(model, out, meta, size, batch, half)
-
-
-def _export_int8(weights_or_model, fmt: str, data, img_size, output, calib: int = 100, batch: int = 1,
-                 dynamic: bool = False, half: bool = False, nms: bool = False) -> Path:
-    """INT8 ONNX (QDQ) via the quantization stage; OpenVINO IR converted from it."""
-    import tempfile
-
-    if fmt == "torchscript":
-        raise RepyoloError("--int8 is available for onnx and openvino exports")
-    if data is None:
-        raise RepyoloError("--int8 needs --data DATA: calibration images for post-training quantization")
-    if dynamic or half or nms or batch != 1:
-        raise RepyoloError("--int8 exports a static batch-1 model: drop --dynamic, --half, --nms and --batch")
-    size = img_size if isinstance(img_size, int) else tuple(img_size)
-    if not isinstance(size, int):
-        if size[0] != size[1]:
-            raise RepyoloError(f"--int8 needs a square --img, got {size[0]}x{size[1]}")
-        size = int(size[0])
-    try:
-        from repyolo.quant import quantize_ptq
-    except ImportError:
-        raise RepyoloError("INT8 export needs the quantization stage (repyolo.quant)") from None
-    if fmt == "onnx":
-        if output is None and isinstance(weights_or_model, (str, Path)):
-            output = Path(weights_or_model).with_name(Path(weights_or_model).stem + "_int8.onnx")
-        return Path(quantize_ptq(weights_or_model, data, calib=calib, img_size=size, output=output).path)
-    from repyolo.export.metadata import from_strings
-    from repyolo.export.openvino import convert_onnx
-
-    if output is None:
-        if isinstance(weights_or_model, (str, Path)):
-            output = Path(weights_or_model).with_name(Path(weights_or_model).stem + "_int8_openvino_model")
-        else:
-            output = Path.cwd() / "model_int8_openvino_model"
-    with tempfile.TemporaryDirectory(prefix="repyolo_int8_") as tmp:
-        q = Path(quantize_ptq(weights_or_model, data, calib=calib, img_size=size,
-                              output=Path(tmp) / "model_int8.onnx").path)
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(q), load_external_data=False).metadata_props}
-        return convert_onnx(q, output, from_strings(props, q))

@@ -9,7 +9,7 @@ the box decoding, anchors folded into constants for static shapes. We use it.
 
 Graph: input ``images`` float32 ``(B, 3, H, W)`` RGB 0..1; output ``outputs`` ``(B, A, 4 + nc)``
 (or the four end-to-end outputs with ``nms=True``, see :mod:`repyolo.export.nms_graph`).
-Metadata (:mod:`repyolo.export.metadata`) is stored in ``metadata_props``.
+Metadata (:mod:`repyolo.runtime.metadata`) is stored in ``metadata_props``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from repyolo.errors import RepyoloError
-from repyolo.export.metadata import END2END_OUTPUTS, RAW_OUTPUT, to_strings
+from repyolo.runtime.metadata import END2END_OUTPUTS, RAW_OUTPUT, to_strings
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -101,7 +101,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, metadata: dict, img_si
     """Write ``model`` (fused, eval) to ``path`` as ONNX.
 
     Args:
-        metadata: dict from :func:`repyolo.export.metadata.build_metadata`, stored in the file.
+        metadata: dict from :func:`repyolo.runtime.metadata.build_metadata`, stored in the file.
         img_size: ``(H, W)`` of the example input (fixed unless ``dynamic``).
         batch: fixed batch size (ignored when ``dynamic``: batch, height, width become symbolic).
         half: fp16 weights and input (for GPU execution providers).

@@ -13,13 +13,13 @@ from pathlib import Path
 import yaml
 
 from repyolo.errors import RepyoloError
-from repyolo.export.metadata import to_strings
 from repyolo.export.onnx import DEFAULT_OPSET, export_onnx
+from repyolo.runtime.metadata import OPENVINO_METADATA_FILE as METADATA_FILE
+from repyolo.runtime.metadata import OPENVINO_RT_SECTION as RT_SECTION
+from repyolo.runtime.metadata import to_strings
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-RT_SECTION = "repyolo"
-METADATA_FILE = "metadata.yaml"
 
 
 def export_openvino(model, out_dir: str | Path, metadata: dict, img_size: tuple[int, int] = (640, 640),

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from repyolo.errors import RepyoloError
+from repyolo.runtime.metadata import TORCHSCRIPT_EXTRA_FILE as EXTRA_FILE
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-EXTRA_FILE = "metadata.json"
 
 
 def export_torchscript(model: torch.nn.Module, path: str | Path, metadata: dict,

@@ -168,11 +168,14 @@ class _Walker:
     def dw_bn(self, x: str, path: str, hswish: bool, stride: int) -> str:
         """Official depthwise ``ConvBN`` (``ConvBNHS`` when ``hswish``) with the given stride."""
         return self.conv(x, f"{path}.block.conv", f"{path}.block.bn", "ConvolutionDepthWise", hswish,
-                         lambda l: _stride(l) == stride)
+                         lambda layer: _stride(layer) == stride)
 
     def dpblock(self, x: str, path: str, stride: int, pred=None) -> str:
-        """Official ``DPBlock``: depthwise (``conv_dw_1`` + ``bn_1`` + HS), pointwise (``conv_pw_1`` + ``bn_2`` + HS)."""
-        first = (lambda l: _stride(l) == stride and (pred is None or pred(l)))
+        """Official ``DPBlock``: depthwise (``conv_dw_1`` + ``bn_1`` + HS), pointwise
+        (``conv_pw_1`` + ``bn_2`` + HS)."""
+        def first(layer):
+            return _stride(layer) == stride and (pred is None or pred(layer))
+
         y = self.conv(x, f"{path}.conv_dw_1", f"{path}.bn_1", "ConvolutionDepthWise", True, first)
         return self.conv(y, f"{path}.conv_pw_1", f"{path}.bn_2", "Convolution", True)
 
@@ -194,7 +197,9 @@ class _Walker:
         """Stride-2 ``Lite_EffiBlockS2``: two branches, concat, depthwise 3x3 + pointwise."""
         a = self.dw_bn(x, f"{path}.conv_dw_1", hswish=False, stride=2)
         a = self.conv_bn_hs(a, f"{path}.conv_1")
-        into_dw_s2 = (lambda l: self._feeds(l, ["HardSwish", "ConvolutionDepthWise"], lambda d: _stride(d) == 2))
+        def into_dw_s2(layer):
+            return self._feeds(layer, ["HardSwish", "ConvolutionDepthWise"], lambda d: _stride(d) == 2)
+
         b = self.conv_bn_hs(x, f"{path}.conv_pw_2", into_dw_s2)
         b = self.dw_bn(b, f"{path}.conv_dw_2", hswish=False, stride=2)
         b = self.se(b, f"{path}.se")
@@ -233,7 +238,9 @@ class _Walker:
     def csp(self, x: str, path: str) -> str:
         """``CSPBlock`` of the Lite neck: ``conv_3(cat[blocks(conv_1(x)), conv_2(x)])``,
         ``blocks`` = ConvBNHS 1x1 then a DPBlock."""
-        into_conv = (lambda l: self._feeds(l, ["HardSwish", "Convolution"], lambda c: True))
+        def into_conv(layer):
+            return self._feeds(layer, ["HardSwish", "Convolution"], lambda c: True)
+
         h = self.conv_bn_hs(x, f"{path}.conv_1", into_conv)
         h = self.conv_bn_hs(h, f"{path}.blocks.conv_1")
         h = self.dpblock(h, f"{path}.blocks.conv_2", stride=1)

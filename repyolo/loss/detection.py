@@ -30,17 +30,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from repyolo.assign import ATSSAssigner, build_assigner
-from repyolo.errors import ConfigError
-from repyolo.loss.dfl import dfl_expectation, distribution_focal_loss
-from repyolo.loss.iou import IOU_TYPES, bbox_iou
+from repyolo.cfg.settings import Hyp
+from repyolo.loss.dfl import distribution_focal_loss
 from repyolo.loss.vfl import ClassificationLoss
-from repyolo.ops.boxes import bbox2dist, dist2bbox
+from repyolo.ops.boxes import bbox2dist, dfl_decode, dist2bbox
+from repyolo.ops.iou import box_iou
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-
-DEFAULT_LOSS_WEIGHTS = {"cls": 1.0, "iou": 2.5, "dfl": 0.5}
-
 
 def pad_targets(targets: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(M, 6)`` ``[batch_idx, class, x1, y1, x2, y2]`` -> per-image padded ground truths.
@@ -86,38 +83,31 @@ class DetectionLoss(nn.Module):
 
     Args:
         nc: number of classes. reg_max: DFL bins - 1. use_dfl: ``reg`` holds DFL logits.
-        iou_type: ``iou | giou | diou | ciou | siou``. cls_loss: ``vfl | focal | qfl | poly | bce``.
-        assigner: ``tal | atss | simota`` (after the warm-up). atss_warmup_epochs: epochs of ATSS first.
-        loss_weights: ``{'cls', 'iou', 'dfl'}`` weights (missing keys take the defaults 1.0 / 2.5 / 0.5).
-        tal_topk, atss_topk: positives / candidates per ground truth.
+        hyp: the run's :class:`~repyolo.cfg.settings.Hyp` (default: the published defaults). Read:
+            ``iou_type``, ``cls_loss``, ``assigner`` (after ``atss_warmup_epochs`` of ATSS),
+            ``loss_weights``, ``tal_topk`` / ``tal_alpha`` / ``tal_beta``, ``atss_topk``.
 
     ``forward(outputs, targets, epoch, batch_size) -> (loss, items)``: ``outputs`` the model's
     train-mode dict, ``targets`` ``(M, 6)`` ``[batch_idx, class, x1, y1, x2, y2]`` input pixels;
     ``loss`` a scalar to back-propagate, ``items`` ``(3,)`` detached ``[cls, iou, dfl]`` (unweighted).
     """
 
-    def __init__(self, nc: int, reg_max: int = 16, use_dfl: bool = False, iou_type: str = "siou",
-                 cls_loss: str = "vfl", assigner: str = "tal", atss_warmup_epochs: int = 4,
-                 loss_weights: dict | None = None, tal_topk: int = 13, atss_topk: int = 9):
+    def __init__(self, nc: int, reg_max: int = 16, use_dfl: bool = False, hyp: Hyp | None = None):
         super().__init__()
-        if iou_type.lower() not in IOU_TYPES:
-            raise ValueError(f"unknown iou_type {iou_type!r}; choose one of {', '.join(IOU_TYPES)}")
+        hyp = hyp if hyp is not None else Hyp()
         self.nc = int(nc)
         self.reg_max = int(reg_max)
         self.use_dfl = bool(use_dfl)
-        self.iou_type = iou_type.lower()
-        self.cls_loss = ClassificationLoss(cls_loss)
-        self.atss_warmup_epochs = int(atss_warmup_epochs or 0)
-        unknown = set(loss_weights or {}) - set(DEFAULT_LOSS_WEIGHTS)
-        if unknown:
-            raise ValueError(f"unknown loss_weights keys {sorted(unknown)}; expected cls, iou, dfl")
-        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
-        self.warmup_assigner = ATSSAssigner(self.nc, topk=atss_topk)
-        self.aided_assigner = ATSSAssigner(self.nc, topk=atss_topk)
-        name = assigner.lower()
-        kwargs = {"topk": tal_topk} if name == "tal" else {"topk": atss_topk} if name == "atss" else {}
-        self.assigner_name = name
-        self.assigner = build_assigner(name, self.nc, **kwargs)
+        self.iou_type = hyp.iou_type
+        self.cls_loss = ClassificationLoss(hyp.cls_loss)
+        self.atss_warmup_epochs = hyp.atss_warmup_epochs
+        self.loss_weights = dict(hyp.loss_weights)
+        self.warmup_assigner = ATSSAssigner(self.nc, topk=hyp.atss_topk)
+        self.aided_assigner = ATSSAssigner(self.nc, topk=hyp.atss_topk)
+        self.assigner_name = hyp.assigner
+        kwargs = {"tal": {"topk": hyp.tal_topk, "alpha": hyp.tal_alpha, "beta": hyp.tal_beta},
+                  "atss": {"topk": hyp.atss_topk}}.get(hyp.assigner, {})
+        self.assigner = build_assigner(hyp.assigner, self.nc, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"nc={self.nc}, reg_max={self.reg_max}, use_dfl={self.use_dfl}, iou_type={self.iou_type}, "
@@ -128,8 +118,7 @@ class DetectionLoss(nn.Module):
         """Head regression ``(B, A, 4)`` or ``(B, A, 4 * (reg_max + 1))`` -> boxes ``(B, A, 4)`` in stride units,
         ``anchor_points`` ``(A, 2)`` in stride units."""
         if self.use_dfl:
-            b, a, _ = reg.shape
-            reg = dfl_expectation(reg.view(b, a, 4, self.reg_max + 1))
+            reg = dfl_decode(reg)
         return dist2bbox(reg, anchor_points)
 
     def forward(self, outputs: dict, targets: torch.Tensor, epoch: int = 0, batch_size: int | None = None):
@@ -190,7 +179,7 @@ class DetectionLoss(nn.Module):
         if fg_mask.any():
             weight = target_scores.sum(-1)[fg_mask]  # (P,)
             target_bboxes_s = target_bboxes / strides
-            iou = bbox_iou(pred_bboxes[fg_mask], target_bboxes_s[fg_mask], self.iou_type)
+            iou = box_iou(pred_bboxes[fg_mask], target_bboxes_s[fg_mask], self.iou_type, eps=1e-7)
             loss_iou = ((1.0 - iou) * weight).sum() / target_scores_sum
             if dfl_branches:
                 target_dist = bbox2dist(anchor_points_s, target_bboxes_s, self.reg_max)[fg_mask]  # (P, 4)
@@ -241,34 +230,13 @@ def aided_anchor_boxes(points: torch.Tensor, strides: torch.Tensor, na: int, sca
     return torch.cat((centres - half, centres + half), 1)
 
 
-def build_loss(model, hyp: dict | None = None) -> DetectionLoss:
-    """The detection loss for ``model`` (a :class:`~repyolo.nn.model.YOLOv6`), with ``hyp`` overrides.
-
-    Reads ``model.nc``, ``model.detect.reg_max`` / ``use_dfl``, ``model.cfg['loss']['iou_type']`` and
-    ``model.cfg['atss_warmup_epochs']``; ``hyp`` keys ``iou_type``, ``cls_loss``, ``assigner``,
-    ``atss_warmup_epochs``, ``loss_weights`` (merged into the defaults), ``tal_topk``, ``atss_topk``
-    take precedence. Raises :class:`~repyolo.errors.ConfigError` for an unknown or malformed setting.
-    """
-    hyp = dict(hyp or {})
-    cfg = getattr(model, "cfg", {}) or {}
-    loss_cfg = cfg.get("loss") or {}
-    warmup = hyp.get("atss_warmup_epochs")
-    if warmup is None:
-        warmup = cfg.get("atss_warmup_epochs")
-    try:
-        loss = DetectionLoss(
-            nc=model.nc,
-            reg_max=model.detect.reg_max,
-            use_dfl=model.detect.use_dfl,
-            iou_type=str(hyp.get("iou_type") or loss_cfg.get("iou_type", "giou")),
-            cls_loss=str(hyp.get("cls_loss") or "vfl"),
-            assigner=str(hyp.get("assigner") or "tal"),
-            atss_warmup_epochs=int(warmup or 0),
-            loss_weights=hyp.get("loss_weights"),
-            tal_topk=int(hyp.get("tal_topk") or 13),
-            atss_topk=int(hyp.get("atss_topk") or 9),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"loss settings (model {cfg.get('name', '?')!r} / hyp): {exc}") from None
+def build_loss(model, hyp: Hyp | dict | None = None) -> DetectionLoss:
+    """The detection loss for ``model`` (a :class:`~repyolo.nn.model.YOLOv6`): its ``nc``,
+    ``detect.reg_max`` / ``use_dfl``, and the hyper-parameters ``hyp`` (a resolved
+    :class:`~repyolo.cfg.settings.Hyp`; a dict of overrides or ``None`` is resolved against the
+    model's config first). Raises :class:`~repyolo.errors.ConfigError` for an unknown or bad setting."""
+    if not isinstance(hyp, Hyp):
+        hyp = Hyp.resolve(getattr(model, "cfg", None), hyp)
+    loss = DetectionLoss(model.nc, model.detect.reg_max, model.detect.use_dfl, hyp)
     LOGGER.debug("detection loss: %s", loss.extra_repr())
     return loss

@@ -35,9 +35,3 @@ def distribution_focal_loss(pred_logits: torch.Tensor, target: torch.Tensor, red
     if reduction != "none":
         raise ValueError(f"unknown reduction {reduction!r}")
     return loss
-
-
-def dfl_expectation(pred_logits: torch.Tensor) -> torch.Tensor:
-    """Expected distance of bin logits ``(..., reg_max + 1)`` -> ``(...)``."""
-    bins = torch.arange(pred_logits.shape[-1], device=pred_logits.device, dtype=pred_logits.dtype)
-    return pred_logits.softmax(-1) @ bins

@@ -37,7 +37,7 @@ the teacher's foreground mass ``W = sum_a w_a`` (at least 1), with ``w_a = max_c
 sigmoid(z_t[a, c])``: the analogue of the detection loss's division by the sum of target
 scores, so KD and detection terms have comparable size whatever the batch or image size.
 
-Hyper-parameters (``hyp`` keys, defaults in :data:`DISTILL_DEFAULTS`): ``distill_weight_cls``
+Hyper-parameters (``distill_*`` fields of :class:`~repyolo.cfg.settings.Hyp`): ``distill_weight_cls``
 1.0, ``distill_weight_dfl`` 1.0 (as published), ``distill_temperature`` 1.0 (the published
 recipe uses 20 with softmax-style KL; with per-class binary KL a high ``T`` flattens every
 score towards 0.5 and turns the term into plain logit regression dominated by background, so
@@ -49,27 +49,18 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from repyolo.cfg.settings import Hyp
 from repyolo.errors import ConfigError, RepyoloError
+from repyolo.ops.boxes import dfl_decode
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
 
-DISTILL_DEFAULTS = {
-    "distill_weight_cls": 1.0,
-    "distill_weight_dfl": 1.0,
-    "distill_weight_cwd": 0.0,
-    "distill_temperature": 1.0,
-    "distill_cls_mode": "binary",
-    "distill_alpha0": 1.0,
-    "distill_alpha_min": 0.01,
-    "distill_cwd_tau": 1.0,
-}
 CLS_MODES = ("binary", "softmax")
 
 
@@ -123,7 +114,8 @@ def two_bin_distribution(dist: torch.Tensor, reg_max: int) -> torch.Tensor:
     w_right = y - left
     left = left.long()
     n = reg_max + 1
-    return F.one_hot(left, n).to(y.dtype) * (1 - w_right)[..., None] + F.one_hot(left + 1, n).to(y.dtype) * w_right[..., None]
+    lower = F.one_hot(left, n).to(y.dtype) * (1 - w_right)[..., None]
+    return lower + F.one_hot(left + 1, n).to(y.dtype) * w_right[..., None]
 
 
 def cwd_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
@@ -240,7 +232,7 @@ class SelfDistiller(nn.Module):
         if self.teacher_box == "distances":
             dist = t_out["reg"].float()
         else:  # DFL logits with another reg_max: decode, then re-bin
-            dist = self.teacher.detect.dfl_decode(t_out[self.teacher_box].float())
+            dist = dfl_decode(t_out[self.teacher_box].float())
         return kl_from_probs(two_bin_distribution(dist, self.reg_max), s_logits).mean(-1)
 
     def forward(self, imgs: torch.Tensor, student_out: dict, epoch: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,34 +292,22 @@ def _check_compatible(student: nn.Module, teacher: nn.Module, source: str) -> No
                            "needs the same anchor layout (e.g. a P5 teacher for a P5 student)")
 
 
-def load_teacher(teacher: str | Path | nn.Module, device: torch.device | str = "cpu") -> nn.Module:
-    """A frozen teacher from a repyolo or official YOLOv6 checkpoint path (EMA weights), or a copy of a model."""
-    from repyolo.engine.checkpoint import model_from_checkpoint, read_checkpoint
-
-    if isinstance(teacher, nn.Module):
-        model = copy.deepcopy(teacher)
-    else:
-        model = model_from_checkpoint(read_checkpoint(teacher))
-    return freeze_teacher(model).to(device)
-
-
-def build_distiller(student: nn.Module, teacher_path: str | Path | nn.Module | None, hyp: dict | None,
-                    epochs: int, device: torch.device | str = "cpu") -> SelfDistiller:
-    """The self-distillation loss for ``student`` with the teacher stored at ``teacher_path``.
-
-    ``teacher_path``: a repyolo checkpoint, an official YOLOv6 file, or a model (copied, never
-    modified). Raises :class:`RepyoloError` when it is missing or its classes / strides differ
-    from the student's. ``hyp``: the ``distill_*`` keys of :data:`DISTILL_DEFAULTS` (others ignored).
-    """
-    if teacher_path is None or (isinstance(teacher_path, (str, Path)) and not str(teacher_path)):
-        raise RepyoloError("distillation needs a teacher: pass --teacher WEIGHTS.pt with --distill")
-    source = "teacher model" if isinstance(teacher_path, nn.Module) else str(teacher_path)
-    teacher = load_teacher(teacher_path, device)
+def build_distiller(student: nn.Module, teacher: nn.Module, hyp: Hyp | dict | None, epochs: int,
+                    device: torch.device | str = "cpu", source: str = "teacher model") -> SelfDistiller:
+    """The self-distillation loss of ``student`` from ``teacher`` (a model: copied and frozen, never
+    modified; load a checkpoint with :func:`repyolo.io.checkpoint.load_model`). ``hyp``: the run's
+    :class:`~repyolo.cfg.settings.Hyp` (its ``distill_*`` fields; a dict is taken as overrides of the
+    defaults). Raises :class:`RepyoloError` when the teacher's classes or strides differ from the
+    student's; ``source`` names the teacher in that message."""
+    if not isinstance(teacher, nn.Module):
+        raise RepyoloError("distillation needs a teacher model: pass --teacher WEIGHTS.pt with --distill")
+    if not isinstance(hyp, Hyp):
+        hyp = Hyp.resolve(None, {k: v for k, v in (hyp or {}).items() if k in Hyp.DISTILL_KEYS})
+    teacher = freeze_teacher(copy.deepcopy(teacher)).to(device)
     _check_compatible(student, teacher, source)
-    h = {**DISTILL_DEFAULTS, **{k: v for k, v in (hyp or {}).items() if k in DISTILL_DEFAULTS and v is not None}}
     distiller = SelfDistiller(
-        teacher, student, epochs, weight_cls=h["distill_weight_cls"], weight_dfl=h["distill_weight_dfl"],
-        weight_cwd=h["distill_weight_cwd"], temperature=h["distill_temperature"], cls_mode=h["distill_cls_mode"],
-        alpha0=h["distill_alpha0"], alpha_min=h["distill_alpha_min"], cwd_tau=h["distill_cwd_tau"]).to(device)
+        teacher, student, epochs, weight_cls=hyp.distill_weight_cls, weight_dfl=hyp.distill_weight_dfl,
+        weight_cwd=hyp.distill_weight_cwd, temperature=hyp.distill_temperature, cls_mode=hyp.distill_cls_mode,
+        alpha0=hyp.distill_alpha0, alpha_min=hyp.distill_alpha_min, cwd_tau=hyp.distill_cwd_tau).to(device)
     LOGGER.info("self-distillation from %s: %s", source, distiller.extra_repr())
     return distiller

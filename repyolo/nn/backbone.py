@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from repyolo.nn.blocks import SPPFWrapper, basic_block, stage_block
+from repyolo.nn.blocks import SPPFWrapper, stage_block
+from repyolo.nn.units import basic_block
 
 
 class EfficientRep(nn.Module):
@@ -20,7 +21,7 @@ class EfficientRep(nn.Module):
         channels: output channels of the stem and of each stage, e.g. ``[16, 32, 64, 128, 256]``.
         repeats: blocks per stage (the stem entry is ignored), already depth-scaled.
         block: the 3x3 unit (``'repvgg'``, ``'qarepvgg'``, ``'conv'`` ..., see
-            :func:`~repyolo.nn.blocks.basic_block`); ``act``: its activation.
+            :func:`~repyolo.nn.units.basic_block`); ``act``: its activation.
         csp_e: hidden ratio of the BepC3 / MBLA stages, ``None`` for RepBlock stages.
         fuse_p2: also return the stride-4 feature (v3 necks).
         cspsppf: use the CSP variant of SPPF.

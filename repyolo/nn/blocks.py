@@ -226,32 +226,6 @@ class QARepVGGBlock(Fusable):
         self.rbr_dense = self.rbr_1x1 = self.rbr_identity = self.rbr_avg = self.bn = None
 
 
-BLOCK_KINDS = ("repvgg", "qarepvgg", "conv", "repopt", "hypersearch")
-
-
-def basic_block(kind: str, act: str):
-    """The 3x3 building block of a model: ``'repvgg'`` (re-parameterizable), ``'qarepvgg'``
-    (quantization-aware RepVGG), ``'conv'`` (ConvBNAct), ``'repopt'`` (plain RepOpt-VGG block,
-    trained with RepOptimizer) or ``'hypersearch'`` (its scale-searching twin), the last two from
-    :mod:`repyolo.nn.repopt`.
-
-    The large and the ``*-base`` / ``*-mbla`` models train plain 3x3 Conv+BN+act blocks instead of
-    RepVGG blocks; all have the signature ``block(c_in, c_out, k=3, s=1)``.
-    """
-    if kind == "repvgg":
-        return lambda c_in, c_out, k=3, s=1: RepVGGBlock(c_in, c_out, k, s, act=act)
-    if kind == "qarepvgg":
-        return lambda c_in, c_out, k=3, s=1: QARepVGGBlock(c_in, c_out, k, s, act=act)
-    if kind == "conv":
-        return lambda c_in, c_out, k=3, s=1: ConvBNAct(c_in, c_out, k, s, act=act)
-    if kind in ("repopt", "hypersearch"):
-        from repyolo.nn.repopt import HyperSearchBlock, RepOptBlock  # repopt imports this module
-
-        cls = RepOptBlock if kind == "repopt" else HyperSearchBlock
-        return lambda c_in, c_out, k=3, s=1: cls(c_in, c_out, k, s, act=act)
-    raise ValueError(f"unknown block kind {kind!r}; expected one of {', '.join(BLOCK_KINDS)}")
-
-
 class RepBlock(nn.Module):
     """A stage of ``n`` blocks: ``conv1`` (c_in -> c_out) then ``n - 1`` blocks (c_out -> c_out).
 
@@ -261,7 +235,7 @@ class RepBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, n: int = 1, block=None, bottle: bool = False):
         super().__init__()
-        block = block or basic_block("repvgg", "relu")
+        block = block or (lambda ci, co, k=3, s=1: RepVGGBlock(ci, co, k, s))
         if bottle:
             n = max(n // 2, 1)
             make = lambda ci, co: BottleRep(ci, co, block, weighted=True)  # noqa: E731
@@ -439,7 +413,7 @@ class MBLABlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, n: int = 1, e: float = 0.5, block=None, act: str = "relu"):
         super().__init__()
-        block = block or basic_block("conv", act)
+        block = block or (lambda ci, co, k=3, s=1: ConvBNAct(ci, co, k, s, act=act))
         branches = mbla_branches(n)
         self.c = int(c_out * e)
         self.cv1 = ConvBNAct(c_in, (len(branches) + 1) * self.c, 1, 1, act=act)

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from repyolo.nn.blocks import ConvBNAct
 from repyolo.nn.lite import DPBlock
-from repyolo.ops.boxes import dist2bbox, make_anchors
+from repyolo.ops.boxes import dfl_decode, dist2bbox, make_anchors
 
 
 class EffiDeHead(nn.Module):
@@ -73,10 +73,15 @@ class EffiDeHead(nn.Module):
         self.na = aux_anchor
         n_reg = 4 * (reg_max + 1) if use_dfl else 4
         if unit == "conv":
-            stem = lambda c: ConvBNAct(c, c, 1, 1, act=act)
-            branch = lambda c: ConvBNAct(c, c, 3, 1, act=act)
+            def stem(c):
+                return ConvBNAct(c, c, 1, 1, act=act)
+
+            def branch(c):
+                return ConvBNAct(c, c, 3, 1, act=act)
         elif unit == "dpblock":
-            stem = branch = lambda c: DPBlock(c, c, kernel, 1, act=act)
+            def stem(c):
+                return DPBlock(c, c, kernel, 1, act=act)
+            branch = stem
         else:
             raise ValueError(f"unknown head unit {unit!r}; expected 'conv' or 'dpblock'")
         self.stems = nn.ModuleList(stem(c) for c in in_channels)
@@ -121,12 +126,6 @@ class EffiDeHead(nn.Module):
             self._anchor_cache = {key: make_anchors(list(shapes), self.strides, 0.5, *key[1:])}
         return self._anchor_cache[key]
 
-    def dfl_decode(self, reg: torch.Tensor) -> torch.Tensor:
-        """``(B, A, 4 * (reg_max + 1))`` bin logits -> ``(B, A, 4)`` expected distances (stride units)."""
-        b, a, _ = reg.shape
-        prob = reg.view(b, a, 4, self.reg_max + 1).softmax(-1)
-        return prob @ self.proj.to(prob.dtype)
-
     @staticmethod
     def _flatten(x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, H * W, C)``."""
@@ -160,7 +159,7 @@ class EffiDeHead(nn.Module):
                 out["cls_ab"] = torch.cat(cls_ab, 1)
                 out["reg_ab"] = torch.cat(reg_ab, 1)
             return out
-        dist = self.dfl_decode(reg) if self.use_dfl else reg
+        dist = dfl_decode(reg) if self.use_dfl else reg
         boxes = dist2bbox(dist * strides, points)
         return torch.cat((boxes, cls.sigmoid()), -1)
 

@@ -36,7 +36,8 @@ The mobile family has its own backbone and neck (:mod:`repyolo.nn.lite`) and a d
 Head keys: ``use_dfl``, ``reg_max`` (DFL bins - 1; 0 = no DFL constants), ``act``, ``unit``
 (``conv`` | ``dpblock``), ``kernel``, ``aux_anchor``, ``aux_dist``, ``dist_reg_max`` (bins - 1 of
 the DLD branch, default ``reg_max``). Training hyper-parameters a model publishes are top-level
-keys named as in ``cfg/hyp.yaml`` (``lr0``, ``mixup``, ``atss_warmup_epochs``, ``loss.iou_type``, and
+keys named as the fields of :class:`repyolo.cfg.settings.Hyp` (``lr0``, ``mixup``,
+``atss_warmup_epochs``, ``loss.iou_type``, and
 for the newer families ``momentum``, ``weight_decay``, ``scale``); the network ignores them.
 """
 from __future__ import annotations
@@ -139,6 +140,9 @@ def build_head(cfg: dict, in_channels: list[int], num_classes: int) -> EffiDeHea
         dist_reg_max=h.get("dist_reg_max"), unit=h.get("unit", "conv"), kernel=h.get("kernel", 5))
 
 
+BN_EPS, BN_MOMENTUM = 1e-3, 0.03  # BatchNorm settings of the published YOLOv6 models
+
+
 class YOLOv6(nn.Module):
     """YOLOv6 detector.
 
@@ -164,6 +168,9 @@ class YOLOv6(nn.Module):
                               f"{self.detect.nl} output levels")
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32), persistent=False)
         self.is_fused = False
+        for m in self.modules():  # YOLOv6's BatchNorm settings (the one place they are set)
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps, m.momentum = BN_EPS, BN_MOMENTUM
 
     def forward(self, x: torch.Tensor):
         return self.detect(self.neck(self.backbone(x)))
@@ -191,8 +198,4 @@ def build_model(name_or_yaml: str | Path | dict, num_classes: int = 80, **overri
     """
     cfg = load_model_config(name_or_yaml)
     cfg.update(overrides)
-    model = YOLOv6(cfg, num_classes)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
-    return model
+    return YOLOv6(cfg, num_classes)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from repyolo.nn.blocks import BiC, ConvBNAct, Transpose, basic_block, stage_block
+from repyolo.nn.blocks import BiC, ConvBNAct, Transpose, stage_block
+from repyolo.nn.units import basic_block
 
 # module names per pyramid depth, as in the published checkpoints
 _BOTTOM_UP_NAMES = {2: ["Rep_n3", "Rep_n4"], 3: ["Rep_n4", "Rep_n5", "Rep_n6"]}

@@ -66,32 +66,18 @@ def bbox2dist(points: torch.Tensor, boxes: torch.Tensor, max_dist: float | None 
     return dist
 
 
+def dfl_decode(logits: torch.Tensor) -> torch.Tensor:
+    """Distribution Focal Loss bins -> distances: ``(..., 4 * (reg_max + 1))`` logits of the four
+    sides -> ``(..., 4)`` expected distances (the softmax-weighted mean of the bin values
+    ``0 .. reg_max``). The one decoder of DFL heads, used by the head, the loss and distillation."""
+    bins = logits.shape[-1] // 4
+    prob = logits.reshape(*logits.shape[:-1], 4, bins).softmax(-1)
+    return prob @ torch.arange(bins, device=logits.device, dtype=prob.dtype)
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """``(..., 4)`` xyxy -> ``(...)`` area (negative sizes count as 0)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-
-
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """Pairwise IoU of ``(..., N, 4)`` and ``(..., M, 4)`` xyxy boxes -> ``(..., N, M)``."""
-    a1 = box_area(boxes1)[..., :, None]
-    a2 = box_area(boxes2)[..., None, :]
-    lt = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    return inter / (a1 + a2 - inter + eps)
-
-
-def box_iou_aligned(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """IoU of matching xyxy boxes: ``(..., 4)`` and ``(..., 4)`` (broadcastable) -> ``(...)``.
-
-    Unlike :func:`box_iou` (every pair of two sets) this pairs element ``i`` with element ``i``;
-    broadcasting ``(B, n, 1, 4)`` against ``(B, 1, A, 4)`` gives the ``(B, n, A)`` table without
-    building ``(..., 2)`` corner grids for each axis separately.
-    """
-    w = (torch.minimum(boxes1[..., 2], boxes2[..., 2]) - torch.maximum(boxes1[..., 0], boxes2[..., 0])).clamp(min=0)
-    h = (torch.minimum(boxes1[..., 3], boxes2[..., 3]) - torch.maximum(boxes1[..., 1], boxes2[..., 1])).clamp(min=0)
-    inter = w * h
-    return inter / (box_area(boxes1) + box_area(boxes2) - inter + eps)
 
 
 def points_in_boxes(points: torch.Tensor, boxes: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:

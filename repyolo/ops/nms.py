@@ -17,30 +17,15 @@ upper-triangular overlap matrix of the score-sorted boxes.
 The Python loop runs over blocks and passes, never over boxes. Class-aware NMS only lets boxes of
 the same class suppress each other (a same-class mask on the overlap matrix: the exact equivalent of
 offsetting boxes by ``class x large constant``, without the float32 precision loss of the offset).
-:func:`nms_cv2` is the same algorithm through ``cv2.dnn.NMSBoxes`` / ``NMSBoxesBatched``
-(kept for comparison; see ``benchmarks/postprocess_speed.py``).
+(``benchmarks/postprocess_speed.py`` compares it with OpenCV's ``cv2.dnn.NMSBoxes``.)
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from repyolo.ops.iou import pairwise_iou
 
-__all__ = ["nms", "nms_cv2", "batched_nms"]
-
-
-def _overlaps(b1: torch.Tensor, b2: torch.Tensor, iou_thres: float) -> torch.Tensor:
-    """``(n, 4)`` x ``(m, 4)`` xyxy -> ``(n, m)`` bool ``IoU > iou_thres``, tested as
-    ``inter > iou_thres * union`` (no division; one ``(n, m)`` temporary per step)."""
-    x1, y1, x2, y2 = b1[:, 0:1], b1[:, 1:2], b1[:, 2:3], b1[:, 3:4]
-    u1, v1, u2, v2 = b2[:, 0], b2[:, 1], b2[:, 2], b2[:, 3]
-    w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp_(min=0)
-    h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp_(min=0)
-    inter = w.mul_(h)
-    area1 = (x2 - x1).clamp_(min=0) * (y2 - y1).clamp_(min=0)
-    area2 = (u2 - u1).clamp_(min=0) * (v2 - v1).clamp_(min=0)
-    union = (area1 + area2).sub_(inter)
-    return inter > union.mul_(iou_thres)
+__all__ = ["nms", "batched_nms"]
 
 
 def _suppress_within(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -94,14 +79,14 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, classes: to
         b = boxes[start:end]
         alive = torch.ones(end - start, dtype=torch.bool, device=boxes.device)
         if n_kept:
-            hit = _overlaps(b, kept_boxes, iou_thres)  # (n_b, K)
+            hit = pairwise_iou(b, kept_boxes, eps=0.0) > iou_thres  # (n_b, K)
             if cls is not None:
                 hit &= cls[start:end, None] == kept_cls[None, :]
             alive = ~hit.any(1)
         live = alive.nonzero().squeeze(1)  # only boxes no kept box suppresses take part
         if live.numel():
             bl = b[live]
-            over = _overlaps(bl, bl, iou_thres).triu_(1)
+            over = (pairwise_iou(bl, bl, eps=0.0) > iou_thres).triu_(1)
             if cls is not None:
                 cl = cls[start:end][live]
                 over &= cl[:, None] == cl[None, :]
@@ -125,33 +110,3 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
                 agnostic: bool = False, max_det: int | None = None) -> torch.Tensor:
     """Class-aware NMS (``agnostic=False``) or class-agnostic NMS over ``(N, 4)`` boxes; see :func:`nms`."""
     return nms(boxes, scores, iou_thres, None if agnostic else classes, max_det)
-
-
-def nms_cv2(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, classes: torch.Tensor | None = None,
-            max_det: int | None = None) -> torch.Tensor:
-    """Greedy NMS through OpenCV (``cv2.dnn.NMSBoxes``, ``NMSBoxesBatched`` when class-aware).
-
-    Same contract as :func:`nms`. OpenCV computes IoU in float64, so a pair whose IoU is within
-    float32 rounding of ``iou_thres`` may be decided differently.
-    """
-    import cv2
-
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    b = boxes.detach().double().cpu().numpy()
-    xywh = np.concatenate((b[:, :2], b[:, 2:] - b[:, :2]), 1)
-    # OpenCV wants scores above a threshold >= 0: pass ranks (same order, ties broken by index)
-    order = torch.sort(scores.detach().cpu(), descending=True, stable=True).indices
-    rank = torch.empty(len(order), dtype=torch.float64)
-    rank[order] = torch.arange(len(order), 0, -1, dtype=torch.float64)
-    s = rank.float().numpy()
-    low = 0.5
-    if classes is None:
-        idx = cv2.dnn.NMSBoxes(xywh, s, low, float(iou_thres))
-    else:
-        c = classes.detach().cpu().numpy().astype(np.int32)
-        idx = cv2.dnn.NMSBoxesBatched(xywh, s, c, low, float(iou_thres))
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)  # by decreasing score
-    if max_det is not None:  # (cv2's top_k caps the candidates before NMS, not the kept boxes)
-        idx = idx[: int(max_det)]
-    return torch.from_numpy(idx).to(boxes.device)

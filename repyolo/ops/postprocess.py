@@ -108,12 +108,13 @@ def scale_boxes(boxes: torch.Tensor | np.ndarray, meta: Mapping) -> torch.Tensor
         boxes: ``(N, >=4)``; the first four columns are xyxy in input pixels (other columns,
             e.g. score and class, are copied unchanged).
         meta: ``{"orig_shape": (h0, w0), "ratio": r or (rw, rh), "pad": (left, top)}`` as
-            produced by the letterbox.
+            produced by the letterbox (``LetterboxGeometry.meta()``, or a data set sample's meta,
+            whose exact per-axis ``ratio_xy`` is used when present).
     Returns:
         a new array/tensor of the same type and shape, xyxy = ``(xy - pad) / ratio`` clipped
         to ``[0, w0] x [0, h0]``.
     """
-    rw, rh = _pair(meta["ratio"])
+    rw, rh = _pair(meta.get("ratio_xy", meta["ratio"]))
     pl, pt = _pair(meta["pad"])
     h0, w0 = (int(s) for s in tuple(meta["orig_shape"])[:2])
     is_np = isinstance(boxes, np.ndarray)
@@ -123,3 +124,16 @@ def scale_boxes(boxes: torch.Tensor | np.ndarray, meta: Mapping) -> torch.Tensor
         t[:, [1, 3]] = (t[:, [1, 3]] - pt) / rh
         clip_boxes(t, (h0, w0))
     return t.numpy() if is_np else t
+
+
+def filter_detections(det: torch.Tensor, conf_thres: float = 0.0, classes=None, max_det: int | None = None):
+    """Apply a score threshold, a class filter and a count cap to ``(N, 6)`` detections (e.g. the
+    output of an end-to-end model, whose NMS already ran); keeps the highest scores."""
+    det = torch.as_tensor(det).float().reshape(-1, 6)
+    keep = det[:, 4] > conf_thres
+    if classes is not None:
+        keep &= torch.isin(det[:, 5].long(), torch.as_tensor(list(classes), dtype=torch.long))
+    det = det[keep]
+    if max_det is not None and len(det) > max_det:
+        det = det[det[:, 4].argsort(descending=True, stable=True)[:max_det]]
+    return det

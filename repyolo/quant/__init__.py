@@ -19,11 +19,14 @@ def quantize_ptq(weights, data, **kwargs):
     return _ptq(weights, data, **kwargs)
 
 
-def quantize_partial(weights, data, **kwargs):
-    """See :func:`repyolo.quant.partial.quantize_partial`."""
-    from repyolo.quant.partial import quantize_partial as _partial
+def quantize_partial(weights, data, *, skip_sensitive: int = 0, map_budget: float | None = None, **kwargs):
+    """:func:`quantize_ptq` keeping the ``skip_sensitive`` most sensitive convs in FP32, or the fewest
+    that keep the mAP drop within ``map_budget`` (see :mod:`repyolo.quant.partial`)."""
+    from repyolo.errors import RepyoloError
 
-    return _partial(weights, data, **kwargs)
+    if not skip_sensitive and map_budget is None:
+        raise RepyoloError("partial quantization needs skip_sensitive > 0 or a map_budget")
+    return quantize_ptq(weights, data, skip_sensitive=skip_sensitive, map_budget=map_budget, **kwargs)
 
 
 def sensitivity_analysis(weights, data, **kwargs):
@@ -40,6 +43,13 @@ def quantize_qat(weights, data, **kwargs):
     return _qat(weights, data, **kwargs)
 
 
+def export_int8(weights, format="onnx", **kwargs):
+    """See :func:`repyolo.quant.int8_export.export_int8`."""
+    from repyolo.quant.int8_export import export_int8 as _int8
+
+    return _int8(weights, format, **kwargs)
+
+
 def load_sensitivity_report(path):
     """A saved :class:`~repyolo.quant.sensitivity.SensitivityReport`."""
     from repyolo.quant.sensitivity import SensitivityReport
@@ -47,4 +57,5 @@ def load_sensitivity_report(path):
     return SensitivityReport.load(path)
 
 
-__all__ = ["quantize_ptq", "quantize_partial", "sensitivity_analysis", "quantize_qat", "load_sensitivity_report"]
+__all__ = ["quantize_ptq", "quantize_partial", "sensitivity_analysis", "quantize_qat", "load_sensitivity_report",
+           "export_int8"]

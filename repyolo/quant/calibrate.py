@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from repyolo.errors import DataError, RepyoloError
+from repyolo.ops.image import to_model_input
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -97,12 +98,12 @@ class CalibrationImages:
         """Float32 ``(batch, 3, S, S)`` arrays in 0..1 (the last one may be smaller)."""
         ims = self.images()
         for s in range(0, len(ims), batch):
-            yield ims[s:s + batch].astype(np.float32) / 255.0
+            yield to_model_input(ims[s:s + batch])
 
 
 def as_float(images: np.ndarray) -> np.ndarray:
-    """uint8 ``(N, 3, H, W)`` -> float32 in 0..1."""
-    return np.ascontiguousarray(images, dtype=np.float32) / 255.0
+    """uint8 ``(N, 3, H, W)`` -> float32 in 0..1 (:func:`repyolo.ops.image.to_model_input`)."""
+    return to_model_input(images)
 
 
 class CalibrationReader:

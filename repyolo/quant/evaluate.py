@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from repyolo.errors import DataError
+from repyolo.ops.image import to_model_input
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -90,11 +91,11 @@ class SubsetEvaluator:
 
 
 def session_backend(model, threads: int | None = None, workdir: str | Path | None = None):
-    """An :class:`~repyolo.export.onnx_backend.OnnxBackend` over an ONNX path or an in-memory
+    """An :class:`~repyolo.runtime.onnx.OnnxBackend` over an ONNX path or an in-memory
     ``ModelProto`` (written to ``workdir`` / a temporary file first)."""
     import onnx
 
-    from repyolo.export.onnx_backend import OnnxBackend
+    from repyolo.runtime.onnx import OnnxBackend
 
     if isinstance(model, (str, Path)):
         return OnnxBackend(model, threads=threads)
@@ -112,7 +113,7 @@ def raw_outputs(backend, images: np.ndarray, batch: int = 1) -> np.ndarray:
     """Run ``backend`` on uint8 ``(N, 3, H, W)`` images -> float32 ``(N, A, 4 + nc)``."""
     outs = []
     for s in range(0, len(images), batch):
-        x = torch.from_numpy(images[s:s + batch].astype(np.float32) / 255.0)
+        x = torch.from_numpy(to_model_input(images[s:s + batch]))
         outs.append(backend(x).numpy())
     return np.concatenate(outs)
 

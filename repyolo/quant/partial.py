@@ -116,13 +116,4 @@ def choose_skipped(ctx, data, skip_sensitive: int = 0, map_budget: float | None 
     return skipped, log
 
 
-def quantize_partial(weights, data, *, skip_sensitive: int = 0, map_budget: float | None = None, **kwargs):
-    """:func:`~repyolo.quant.ptq.quantize_ptq` with ``skip_sensitive`` or ``map_budget`` (see there)."""
-    from repyolo.quant.ptq import quantize_ptq
-
-    if not skip_sensitive and map_budget is None:
-        raise RepyoloError("partial quantization needs skip_sensitive > 0 or a map_budget")
-    return quantize_ptq(weights, data, skip_sensitive=skip_sensitive, map_budget=map_budget, **kwargs)
-
-
-__all__ = ["choose_skipped", "search_map_budget", "sensitivity_ranking", "quantize_partial"]
+__all__ = ["choose_skipped", "search_map_budget", "sensitivity_ranking"]

@@ -330,8 +330,8 @@ def _train_loader(data, img_size: int, batch: int, workers: int, stride: int, au
     split = "train" if cfg.train else "val"
     ds = cfg.dataset(split, img_size=img_size, augment=augment == "light", hyp=LIGHT_AUG, rect=False,
                      stride=stride, batch_size=batch, prefix=f"qat ({split}): ", seed=seed)
-    if hasattr(ds, "close_mosaic"):
-        ds.close_mosaic()
+    if hasattr(ds, "set_epoch"):
+        ds.set_epoch(0, strong_aug=False)
     if train_images and train_images < len(ds):
         idx = np.sort(np.random.default_rng(seed).choice(len(ds), size=int(train_images), replace=False))
         ds = subset_dataset(ds, idx)
@@ -349,6 +349,7 @@ def train_qat(student: nn.Module, teacher: nn.Module, loader, quantizers: dict[s
     """
     from repyolo.data.loader import set_loader_epoch
     from repyolo.loss.detection import build_loss
+    from repyolo.ops.image import to_model_input
 
     criterion = build_loss(student)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -370,7 +371,7 @@ def train_qat(student: nn.Module, teacher: nn.Module, loader, quantizers: dict[s
                 break
             for g in opt.param_groups:
                 g["lr"] = lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / total)))
-            x = imgs.float() / 255.0
+            x = to_model_input(imgs)
             with torch.no_grad():
                 t_feats = teacher.neck(teacher.backbone(x))
             out = student(x)
@@ -425,7 +426,7 @@ def quantize_qat(weights, data, *, epochs: int = 1, img_size: int = 640, batch: 
     from repyolo.export.exporter import deploy_model
     from repyolo.quant import graph as G
     from repyolo.quant.calibrate import CalibrationImages, collect_ranges
-    from repyolo.quant.ptq import FloatModel, PTQContext, QuantSettings, default_output, export_fp32
+    from repyolo.quant.qdq import FloatModel, PTQContext, QuantSettings, default_output, export_fp32
 
     if epochs < 1:
         raise RepyoloError(f"--epochs {epochs}: QAT needs at least one epoch")
@@ -469,7 +470,7 @@ def quantize_qat(weights, data, *, epochs: int = 1, img_size: int = 640, batch: 
                          excluded=list(exclude), qat_tensors=len(learned))
         ckpt = None
         if save_pt:
-            from repyolo.engine.checkpoint import deploy_checkpoint, save_checkpoint
+            from repyolo.io.checkpoint import deploy_checkpoint, save_checkpoint
 
             ckpt = save_checkpoint(deploy_checkpoint(tuned, names, qat_ranges=learned),
                                    out.with_name(out.stem.removesuffix("_int8") + "_fused.pt"))
@@ -477,7 +478,7 @@ def quantize_qat(weights, data, *, epochs: int = 1, img_size: int = 640, batch: 
                 G.qdq_counts(proto)["QuantizeLinear"])
     ov_dir = None
     if openvino:
-        from repyolo.quant.ptq import to_openvino
+        from repyolo.quant.qdq import to_openvino
 
         ov_dir = to_openvino(path)
     return QATResult(path=path, history=history, ranges=learned, checkpoint=Path(ckpt) if ckpt else None,

@@ -23,7 +23,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from repyolo.errors import RepyoloError
 from repyolo.utils.logging import get_logger
 
@@ -149,7 +148,7 @@ def _finite(obj):
 
 def candidate_layers(ctx) -> list[str]:
     """The convs sensitivity analysis scores: every conv the quantizer may touch."""
-    from repyolo.quant.ptq import default_exclusions
+    from repyolo.quant.qdq import default_exclusions
 
     excluded = set(default_exclusions(ctx.fp, ctx.settings))
     return [n for n in ctx.fp.convs if n not in excluded]
@@ -157,7 +156,7 @@ def candidate_layers(ctx) -> list[str]:
 
 def analyze(ctx, evaluator=None, metric_images: int = 32, layers: list[str] | None = None,
             threads: int | None = None, include_full: bool = True) -> SensitivityReport:
-    """Score every conv of a :class:`~repyolo.quant.ptq.PTQContext` quantized alone.
+    """Score every conv of a :class:`~repyolo.quant.qdq.PTQContext` quantized alone.
 
     Args:
         ctx: the calibrated context (ranges computed once).
@@ -216,10 +215,10 @@ def sensitivity_analysis(weights, data, *, calib: int = 100, calibrator: str = "
         calib: calibration images (train split); eval_images: val images for the mAP metric
             (``0``: skip the mAP metric); metric_images: calibration images for MSE / SNR / cosine.
         json_out: write the report there.
-        ctx: an existing :class:`~repyolo.quant.ptq.PTQContext` (skips export and calibration).
+        ctx: an existing :class:`~repyolo.quant.qdq.PTQContext` (skips export and calibration).
     """
     from repyolo.quant.evaluate import SubsetEvaluator
-    from repyolo.quant.ptq import QuantSettings, prepare
+    from repyolo.quant.qdq import QuantSettings, prepare
 
     with tempfile.TemporaryDirectory(prefix="repyolo_sens_") as tmp:
         if ctx is None:

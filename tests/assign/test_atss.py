@@ -5,8 +5,8 @@ import statistics
 
 import pytest
 import torch
-
 from assign_reference import atss as atss_reference
+
 from repyolo.assign import ATSSAssigner
 from repyolo.ops.boxes import make_anchors
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from assign_reference import simota as simota_reference
+
 from repyolo.assign import SimOTAAssigner
 from repyolo.ops.boxes import make_anchors
 

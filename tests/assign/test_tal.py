@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from assign_reference import tal as tal_reference
+
 from repyolo.assign import TaskAlignedAssigner
 from repyolo.ops.boxes import make_anchors
 

@@ -94,7 +94,7 @@ def test_each_defect_reported_and_only_good_samples_load(bad_folder):
 
     loader = build_dataloader(ds, batch_size=2, workers=0, shuffle=False)
     paths, n_boxes = [], 0
-    for imgs, targets, p, metas in loader:
+    for imgs, targets, p, _metas in loader:
         assert imgs.dtype == torch.uint8 and imgs.shape[1:] == (3, 64, 64)
         paths += p
         n_boxes += len(targets)

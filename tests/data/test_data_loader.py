@@ -150,17 +150,25 @@ def test_training_pipeline_boxes_tight_on_content(rects):
 
 
 def test_close_mosaic_switch(synth):
-    ds = load_data_config(synth).dataset("train", img_size=64, augment=True, close_mosaic=2)
-    ds.set_epoch(7, 10)
+    ds = load_data_config(synth).dataset("train", img_size=64, augment=True)
+    ds.set_epoch(7)
     assert ds.hyp["mosaic"] == 1.0
     assert any(ds[i][3]["mosaic"] for i in range(4))
-    ds.set_epoch(8, 10)
+    ds.set_epoch(8, strong_aug=False)
     assert ds.hyp["mosaic"] == 0.0 and ds.hyp["mixup"] == 0.0
     assert not any(ds[i][3]["mosaic"] for i in range(len(ds)))
-    ds.set_epoch(3, 10)  # a resume before the switch turns it back on
+    ds.set_epoch(3)  # a resume before the switch turns it back on
     assert ds.hyp["mosaic"] == 1.0
-    ds.close_mosaic()
-    assert ds.hyp["mosaic"] == 0.0 and not ds[0][3]["mosaic"]
+
+
+def test_recipe_decides_close_mosaic():
+    """The recipe is the one place that decides how many final epochs run without mosaic."""
+    from repyolo.cfg.settings import Hyp
+    from repyolo.engine.recipe import resolve_recipe
+
+    assert resolve_recipe(Hyp(recipe="yolov6"), 32, 100, 300).close_mosaic == 15
+    assert resolve_recipe(Hyp(recipe="small"), 32, 10, 20).close_mosaic == 4  # at most ~1/5 of a short run
+    assert resolve_recipe(Hyp(recipe="small", close_mosaic=2), 32, 10, 20).close_mosaic == 2
 
 
 def test_ram_cache_gives_the_same_samples(synth):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-
 from distill_helpers import randomized, tiny_cfg
+
 from repyolo.nn.model import build_model
 
 

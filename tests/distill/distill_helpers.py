@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from helpers import randomize_bn
 
-from repyolo.nn.model import build_model, load_model_config
+from repyolo.nn.model import load_model_config
 
 
 def tiny_cfg(width: float = 0.125, use_dfl: bool = False, aux_dist: bool = False, base: str = "yolov6n") -> dict:
@@ -23,11 +24,7 @@ def randomized(model: nn.Module, seed: int) -> nn.Module:
         for name, p in model.named_parameters():
             if "preds" in name and p.dim() == 4:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
+    return randomize_bn(model, seed)
 
 
 def bn_frozen_train(model: nn.Module) -> nn.Module:

@@ -7,13 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-
-from repyolo.errors import CheckpointError, RepyoloError
-from repyolo.loss.distill import (DISTILL_DEFAULTS, binary_kl, build_distiller, cosine_alpha, cwd_loss,
-                                  two_bin_distribution)
-from repyolo.nn.model import build_model
-
 from distill_helpers import bn_frozen_train, randomized, tiny_cfg
+
+from repyolo.cfg.settings import Hyp
+from repyolo.errors import CheckpointError, RepyoloError
+from repyolo.loss.distill import binary_kl, build_distiller, cosine_alpha, cwd_loss, two_bin_distribution
+from repyolo.nn.model import build_model
 
 
 def _teacher(seed: int, **cfg_kw) -> nn.Module:
@@ -72,7 +71,7 @@ def test_loss_is_weighted_by_alpha_and_weights(student, imgs):
 
 
 def test_alpha_follows_the_cosine_curve():
-    a0, amin, epochs = 1.0, DISTILL_DEFAULTS["distill_alpha_min"], 40
+    a0, amin, epochs = 1.0, Hyp().distill_alpha_min, 40
     assert cosine_alpha(0, epochs) == pytest.approx(a0)
     assert cosine_alpha(epochs / 2, epochs) == pytest.approx((a0 + amin) / 2)
     assert cosine_alpha(epochs, epochs) == pytest.approx(amin)
@@ -154,30 +153,30 @@ def test_binary_kl_is_zero_on_the_diagonal_and_positive_elsewhere():
 
 
 def test_teacher_with_other_classes_or_strides_is_refused(student, tmp_path):
-    from repyolo.engine.checkpoint import save_checkpoint
+    from repyolo.io.checkpoint import load_model, save_checkpoint
 
     other_nc = build_model(tiny_cfg(), num_classes=4)
     path = save_checkpoint({"model_cfg": other_nc.cfg, "names": list("abcd"), "model": other_nc.state_dict(),
                             "epoch": 0}, tmp_path / "t4.pt")
     with pytest.raises(RepyoloError, match=r"t4\.pt: the teacher predicts 4 classes, the student 3"):
-        build_distiller(student, str(path), {}, 10, "cpu")
+        build_distiller(student, load_model(path), {}, 10, "cpu", source=str(path))
     p6 = build_model(tiny_cfg(base="yolov6n6"), num_classes=3)
     with pytest.raises(RepyoloError, match=r"strides \[8, 16, 32, 64\] differ from the student's \[8, 16, 32\]"):
         build_distiller(student, p6, {}, 10, "cpu")
     with pytest.raises(RepyoloError, match="needs a teacher"):
         build_distiller(student, None, {}, 10, "cpu")
     with pytest.raises(CheckpointError, match="not found"):
-        build_distiller(student, str(tmp_path / "missing.pt"), {}, 10, "cpu")
+        load_model(tmp_path / "missing.pt")
 
 
 def test_teacher_loads_from_a_checkpoint_with_ema_weights(student, imgs, tmp_path):
-    from repyolo.engine.checkpoint import save_checkpoint
+    from repyolo.io.checkpoint import load_model, save_checkpoint
 
     teacher = _teacher(7, aux_dist=True)
     junk = {k: torch.zeros_like(v) if v.is_floating_point() else v for k, v in teacher.state_dict().items()}
     path = save_checkpoint({"model_cfg": teacher.cfg, "names": list("abc"), "model": junk,
                             "ema": teacher.state_dict(), "epoch": 3}, tmp_path / "teacher.pt")
-    from_file = build_distiller(student, str(path), {}, 10, "cpu")
+    from_file = build_distiller(student, load_model(path), {}, 10, "cpu")
     from_model = build_distiller(student, teacher, {}, 10, "cpu")
     out = student.train()(imgs)
     with torch.no_grad():

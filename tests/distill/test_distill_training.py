@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from distill_helpers import randomized, tiny_cfg
-from repyolo.engine.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+
+from repyolo.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from repyolo.nn.model import build_model
 from repyolo.utils.flops import count_params
 

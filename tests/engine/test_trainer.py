@@ -12,12 +12,13 @@ import time
 import pytest
 import torch
 
-from repyolo.engine.checkpoint import read_checkpoint
 from repyolo.engine.trainer import TrainArgs, Trainer, TrainingDiverged
+from repyolo.io.checkpoint import read_checkpoint
 
 
 def _args(data, model, tmp_path, **kw) -> TrainArgs:
-    base = dict(model=str(model) if model else None, data=str(data), epochs=2, img=64, batch=8, project=str(tmp_path), name="run",
+    base = dict(model=str(model) if model else None, data=str(data), epochs=2, img=64, batch=8,
+                project=str(tmp_path), name="run",
                 workers=0, seed=0, exist_ok=True)
     base.update(kw)
     return TrainArgs(**base)
@@ -38,8 +39,8 @@ def test_train_writes_outputs(synthetic_data, tiny_model_yaml, tmp_path):
 
 def test_finetune_with_other_class_count(synthetic_data, tiny_model_yaml, tmp_path):
     from repyolo import build_model
-    from repyolo.engine.checkpoint import save_checkpoint
     from repyolo.engine.trainer import transfer_weights
+    from repyolo.io.checkpoint import save_checkpoint
 
     src = build_model(str(tiny_model_yaml), num_classes=3)
     dst = build_model(str(tiny_model_yaml), num_classes=5)
@@ -58,7 +59,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(synthetic_data, 
     trainer = Trainer(_args(synthetic_data, tiny_model_yaml, tmp_path, epochs=3, no_val=True, name="nan"))
     original = Trainer._train_epoch
 
-    def poisoned(self, epoch):
+    def poisoned(self, epoch, *rest, **kw):
         if epoch == 1:
             real = self.criterion
 
@@ -66,7 +67,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(synthetic_data, 
                 loss, items = real(*a, **k)
                 return loss * float("nan"), items
             self.criterion = nan_loss
-        return original(self, epoch)
+        return original(self, epoch, *rest, **kw)
 
     monkeypatch.setattr(Trainer, "_train_epoch", poisoned)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2"):

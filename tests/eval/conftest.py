@@ -11,7 +11,7 @@ import torch
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A randomly initialised yolov6n with 3 classes, saved as a deploy checkpoint."""
-    from repyolo.engine.checkpoint import deploy_checkpoint, save_checkpoint
+    from repyolo.io.checkpoint import deploy_checkpoint, save_checkpoint
     from repyolo.nn.model import build_model
 
     torch.manual_seed(0)

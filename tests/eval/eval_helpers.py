@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repyolo.export.runtime import Backend
+from repyolo.runtime import Backend
 
 
 class BoxBackend(Backend):

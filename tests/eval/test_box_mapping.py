@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from eval_helpers import BoxBackend, gray_content_box, scene, white_box
 
 from repyolo.engine.predictor import Predictor
 from repyolo.ops.postprocess import scale_boxes
-
-from eval_helpers import BoxBackend, gray_content_box, scene, white_box
 
 
 @pytest.mark.parametrize("img_size", [128, 256, 320])
@@ -84,16 +83,17 @@ def test_scale_boxes_inverts_the_letterbox():
     for _ in range(20):
         h0, w0 = (int(v) for v in rng.integers(20, 900, 2))
         img = np.zeros((h0, w0, 3), np.uint8)
-        out, r, pad = letterbox(img, int(rng.choice([128, 320, 640])), auto=bool(rng.integers(2)))
-        nw, nh = round(w0 * r), round(h0 * r)
+        out, geom = letterbox(img, int(rng.choice([128, 320, 640])), auto=bool(rng.integers(2)))
+        (nw, nh), pad = geom.size, geom.pad[:2]
+        assert geom.meta() == {"orig_shape": (h0, w0), "ratio": (nw / w0, nh / h0), "pad": pad}
         xy = rng.uniform(0, 1, (10, 4)) * [w0, h0, w0, h0]
         boxes = np.concatenate((np.minimum(xy[:, :2], xy[:, 2:]), np.maximum(xy[:, :2], xy[:, 2:])), 1)
         gain = np.array([nw / w0, nh / h0] * 2)
         inp = boxes * gain + np.array([pad[0], pad[1]] * 2)
         meta = {"orig_shape": (h0, w0), "ratio": (nw / w0, nh / h0), "pad": pad}
         np.testing.assert_allclose(scale_boxes(inp.astype(np.float32), meta), boxes, atol=1e-2)
-        # (the scalar ratio ``r`` alone is off by up to ~0.5 / r px because the resized size is
-        # rounded: the predictor and the evaluator therefore pass per-axis gains)
+        # (a scalar ratio alone is off by up to ~0.5 / r px because the resized size is rounded:
+        # the geometry therefore carries per-axis gains)
         back = scale_boxes(torch.as_tensor(inp), meta).numpy()
         np.testing.assert_allclose(back, boxes, atol=1e-2)
     # clipping to the original image

@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from eval_helpers import BoxBackend, make_box_dataset, white_box
 
 from repyolo.cli import main
 from repyolo.engine.evaluator import Evaluator, format_table, scores_from_predictions, to_json
-
-from eval_helpers import BoxBackend, make_box_dataset, white_box
 
 CONTRACT = {"map", "map50", "map75", "map_small", "map_medium", "map_large", "per_class", "precision", "recall",
             "f1", "speed_ms"}

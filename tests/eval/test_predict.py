@@ -6,11 +6,10 @@ import json
 import cv2
 import numpy as np
 import pytest
+from eval_helpers import BoxBackend, scene, white_box, write_image
 
 from repyolo.cli import main
-from repyolo.engine.predictor import resolve_sources
-
-from eval_helpers import BoxBackend, scene, white_box, write_image
+from repyolo.data.media import resolve_sources
 
 
 def _images(folder, n=2):

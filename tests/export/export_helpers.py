@@ -6,10 +6,9 @@ A freshly built head has zero prediction weights (constant scores, one box per a
 """
 from __future__ import annotations
 
-
 import torch
 
-from repyolo.engine.checkpoint import save_checkpoint, training_checkpoint
+from repyolo.io.checkpoint import save_checkpoint, training_checkpoint
 from repyolo.nn.model import load_model_config
 
 

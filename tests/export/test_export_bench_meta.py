@@ -9,8 +9,9 @@ import yaml
 
 from repyolo.cli import main
 from repyolo.errors import CheckpointError
-from repyolo.export import export_model, load_backend
-from repyolo.export.metadata import from_strings, to_strings
+from repyolo.export import export_model
+from repyolo.runtime import load_backend
+from repyolo.runtime.metadata import from_strings, to_strings
 
 
 def test_metadata_round_trip_and_foreign_maps():

@@ -12,15 +12,15 @@ import onnx
 import pytest
 import torch
 import yaml
+from export_helpers import perturb, save_model
 from onnx import numpy_helper
 
 from repyolo.cli import main
-from repyolo.engine.checkpoint import deploy_checkpoint, save_checkpoint
 from repyolo.errors import CheckpointError
-from repyolo.export import export_model, load_backend
+from repyolo.export import export_model
+from repyolo.io.checkpoint import deploy_checkpoint, save_checkpoint
 from repyolo.nn.model import build_model, load_model_config
-
-from export_helpers import perturb, save_model
+from repyolo.runtime import load_backend
 
 
 def onnx_param_count(path) -> int:
@@ -34,7 +34,7 @@ def onnx_param_count(path) -> int:
 
 
 def test_non_fused_checkpoint_is_fused_on_export(yolov6n_model, yolov6n_ckpt, tmp_path):
-    from repyolo.engine.checkpoint import read_checkpoint
+    from repyolo.io.checkpoint import read_checkpoint
 
     assert read_checkpoint(yolov6n_ckpt)["fused"] is False
     path = export_model(yolov6n_ckpt, "onnx", img_size=128, output=tmp_path / "a.onnx")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from repyolo.export import export_model, load_backend
+from repyolo.export import export_model
 from repyolo.export.nms_graph import End2End
+from repyolo.runtime import load_backend
 
 IMG = 320
 
@@ -85,7 +86,7 @@ def test_onnx_nms_graph_matches_python_postprocess(demo_batch, yolov6n_model, tm
     assert num_dets.shape == (len(ref), 1) and num_dets.dtype == np.int32
     assert boxes.shape == (len(ref), max_det, 4) and scores.shape == (len(ref), max_det)
     assert classes.shape == (len(ref), max_det) and classes.dtype == np.int32
-    for i, r in enumerate(ref):  # padding rows past num_dets: score 0, box 0, class -1
+    for i in range(len(ref)):  # padding rows past num_dets: score 0, box 0, class -1
         k = int(num_dets[i, 0])
         assert (scores[i, k:] == 0).all() and (boxes[i, k:] == 0).all() and (classes[i, k:] == -1).all()
         assert (np.diff(scores[i, :k]) <= 0).all(), "detections sorted by score"

@@ -6,10 +6,11 @@ import copy
 import pytest
 import torch
 
-from repyolo.export import export_model, load_backend
-from repyolo.export.onnx_backend import OnnxBackend
-from repyolo.export.openvino_backend import OpenVinoBackend
-from repyolo.export.torchscript_backend import TorchScriptBackend
+from repyolo.export import export_model
+from repyolo.runtime import load_backend
+from repyolo.runtime.onnx import OnnxBackend
+from repyolo.runtime.openvino import OpenVinoBackend
+from repyolo.runtime.torchscript import TorchScriptBackend
 
 
 def assert_parity(out: torch.Tensor, ref: torch.Tensor, rel: float = 1e-3) -> None:

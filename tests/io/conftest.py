@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from official_fakes import REFERENCE, make_official_checkpoint
 
 

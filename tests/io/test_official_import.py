@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from official_fakes import KEY_FILES, REFERENCE, make_official_checkpoint
 
 import repyolo
-from official_fakes import KEY_FILES, REFERENCE, make_official_checkpoint
-from repyolo.engine.checkpoint import model_from_checkpoint, save_checkpoint
+from repyolo.io.checkpoint import model_from_checkpoint, save_checkpoint
 from repyolo.io.official import COCO_NAMES, convert_official, looks_official, to_repyolo_keys
 
 # key file -> (bundled config it must be recognised as, anchor-aided anchors, DLD branch)

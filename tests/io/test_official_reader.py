@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from official_fakes import make_official_checkpoint
 
 import repyolo
 import repyolo.io.official as official
-from official_fakes import make_official_checkpoint
 from repyolo.cli import main
-from repyolo.engine.checkpoint import save_checkpoint
 from repyolo.errors import CheckpointError
-from repyolo.io.official import (StandIn, convert_official, infer_config, load_torch_file, looks_official,
-                                 model_signature, read_official_state_dict)
+from repyolo.io.checkpoint import save_checkpoint
+from repyolo.io.official import convert_official, looks_official, read_official_state_dict
+from repyolo.io.official_arch import activation_counts, infer_config, model_signature
+from repyolo.io.torchfile import StandIn, load_torch_file
 from repyolo.nn.model import build_model, load_model_config
 
 
@@ -53,22 +54,28 @@ def test_ema_is_preferred_when_set(tmp_path, official_reference):
     assert torch.equal(state[key], ema[key].float())
 
 
-def test_legacy_torch_format(tmp_path, official_yolov6n):
+def test_legacy_torch_format_is_recognised_and_refused_clearly(tmp_path, official_yolov6n):
+    """Pre-1.6 (non-zip) files with pickled modules carry module source as persistent records that
+    torch's weights-only unpickler rejects: recognised, and refused with a one-line reason."""
     path = tmp_path / "legacy.pt"
-    saved = make_official_checkpoint("yolov6n", path, legacy=True)
+    make_official_checkpoint("yolov6n", path, legacy=True)
     assert looks_official(path)
-    ckpt = convert_official(path)
-    assert ckpt["args"]["import"]["format"] == "legacy" and ckpt["model_cfg"]["name"] == "yolov6n"
-    ref = official.to_repyolo_keys(saved)
-    assert all(torch.equal(ckpt["model"][k], v.float() if v.is_floating_point() else v) for k, v in ref.items())
+    with pytest.raises(CheckpointError, match=r"legacy\.pt: legacy \(pre-1\.6\) torch format"):
+        convert_official(path)
+    with pytest.raises(CheckpointError, match="legacy"):
+        repyolo.load_model(path)
 
 
 @pytest.mark.parametrize("name", ["yolov6n-v2", "yolov6t-v2", "yolov6s-v2", "yolov6m-v2", "yolov6l-v2",
-                                  "yolov6l-relu-v2", "yolov6s6", "yolov6m6", "yolov6l6"])
+                                  "yolov6l-relu-v2", "yolov6s6", "yolov6m6", "yolov6l6", "yolov6l", "yolov6l-base",
+                                  "yolov6n-base", "yolov6s-mbla", "yolov6x-mbla", "yolov6n-qa", "yolov6m-qa",
+                                  "yolov6lite-s", "yolov6lite-m", "yolov6lite-l"])
 def test_infer_bundled_families(name):
+    """Keys and shapes pick the config; where two configs share them (yolov6l / yolov6l-base,
+    yolov6l-v2 / yolov6l-relu-v2) the module tree's activation classes decide."""
     with torch.device("meta"):
-        state = build_model(name, num_classes=20).state_dict()
-    cfg, nc = infer_config(state)
+        model = build_model(name, num_classes=20)
+    cfg, nc = infer_config(model.state_dict(), activation_counts(model))
     assert (cfg["name"], nc) == (name, 20)
 
 
@@ -114,7 +121,7 @@ def test_not_official_files(tmp_path):
     empty = tmp_path / "empty.pt"
     empty.touch()
     assert not any(looks_official(p) for p in (ours, junk, empty, tmp_path / "missing.pt", tmp_path))
-    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pt: not a checkpoint: binary data"):
         load_torch_file(junk)
 
 

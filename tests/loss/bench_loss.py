@@ -15,6 +15,7 @@ import time
 import torch
 
 import repyolo
+from repyolo.cfg.settings import Hyp
 from repyolo.loss import DetectionLoss
 from repyolo.loss.detection import levels_of, pad_targets
 
@@ -74,7 +75,7 @@ def main() -> None:
 
     labels, boxes, mask = pad_targets(targets, args.batch)
     for name in ("tal", "atss", "simota"):
-        fn = DetectionLoss(args.nc, assigner=name, atss_warmup_epochs=0, iou_type="siou")
+        fn = DetectionLoss(args.nc, hyp=Hyp(assigner=name, atss_warmup_epochs=0, iou_type="siou"))
         cls = out["cls"].clone().requires_grad_()
         reg = out["reg"].clone().requires_grad_()
         outputs = {**out, "cls": cls, "reg": reg}

@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from repyolo.loss.vfl import (CLS_LOSSES, ClassificationLoss, bce_loss, focal_loss, poly1_loss, quality_focal_loss,
-                              varifocal_loss)
+from repyolo.loss.vfl import (
+    CLS_LOSSES,
+    ClassificationLoss,
+    bce_loss,
+    focal_loss,
+    poly1_loss,
+    quality_focal_loss,
+    varifocal_loss,
+)
 
 LOG2 = math.log(2)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import repyolo
+from repyolo.cfg.settings import Hyp
 from repyolo.errors import ConfigError
 from repyolo.loss import DetectionLoss, build_loss, pad_targets
 from repyolo.loss.detection import aided_anchor_boxes
@@ -63,7 +64,8 @@ def test_pad_targets():
 @pytest.mark.parametrize("iou_type", ["giou", "siou", "ciou"])
 def test_every_assigner_and_iou_type(assigner, iou_type):
     out = fake_outputs()
-    loss, items = DetectionLoss(NC, iou_type=iou_type, assigner=assigner, atss_warmup_epochs=0)(out, TARGETS, 5, 2)
+    fn = DetectionLoss(NC, hyp=Hyp(iou_type=iou_type, assigner=assigner, atss_warmup_epochs=0))
+    loss, items = fn(out, TARGETS, 5, 2)
     assert loss.dim() == 0 and torch.isfinite(loss) and items.shape == (3,) and not items.requires_grad
     assert items[0] > 0 and items[1] > 0 and items[2] == 0  # no DFL branch
     loss.backward()
@@ -75,7 +77,7 @@ def test_every_assigner_and_iou_type(assigner, iou_type):
 @pytest.mark.parametrize("cls_loss", ["vfl", "focal", "qfl", "poly", "bce"])
 def test_every_classification_loss(cls_loss):
     out = fake_outputs()
-    loss, items = DetectionLoss(NC, cls_loss=cls_loss)(out, TARGETS, 10, 2)
+    loss, items = DetectionLoss(NC, hyp=Hyp(cls_loss=cls_loss))(out, TARGETS, 10, 2)
     loss.backward()
     assert torch.isfinite(loss) and items[0] > 0 and torch.isfinite(out["cls"].grad).all()
 
@@ -102,7 +104,7 @@ def test_loss_is_normalised_by_target_scores_not_batch():
     out1 = fake_outputs(batch=1)
     out2 = {k: (torch.cat([v, v]).detach() if k in ("cls", "reg") else v) for k, v in out1.items()}
     targets2 = torch.cat([TARGETS, TARGETS + torch.tensor([1.0, 0, 0, 0, 0, 0])])
-    fn = DetectionLoss(NC, atss_warmup_epochs=0)
+    fn = DetectionLoss(NC, hyp=Hyp(atss_warmup_epochs=0))
     loss1, _ = fn(out1, TARGETS, 0, 1)
     loss2, _ = fn(out2, targets2, 0, 2)
     assert float(loss1.detach()) == pytest.approx(float(loss2.detach()), rel=1e-5)
@@ -127,14 +129,15 @@ def test_degenerate_predictions_and_targets_stay_finite(iou_type, assigner):
     with torch.no_grad():
         out["reg"].zero_()  # every predicted box is a point
     targets = torch.cat([TARGETS, torch.tensor([[1, 0, 10.0, 10.0, 10.0, 30.0]])])  # a zero-width target
-    loss, items = DetectionLoss(NC, iou_type=iou_type, assigner=assigner, atss_warmup_epochs=0)(out, targets, 0, 2)
+    fn = DetectionLoss(NC, hyp=Hyp(iou_type=iou_type, assigner=assigner, atss_warmup_epochs=0))
+    loss, items = fn(out, targets, 0, 2)
     loss.backward()
     assert torch.isfinite(items).all() and torch.isfinite(out["reg"].grad).all()
     assert torch.isfinite(out["cls"].grad).all()
 
 
 def test_warmup_uses_atss_then_the_main_assigner():
-    fn = DetectionLoss(NC, assigner="simota", atss_warmup_epochs=2)
+    fn = DetectionLoss(NC, hyp=Hyp(assigner="simota", atss_warmup_epochs=2))
     calls = []
     for name in ("warmup_assigner", "assigner"):
         inner = getattr(fn, name)
@@ -152,12 +155,12 @@ def test_bad_inputs_raise_clear_errors():
         fn(fake_outputs(), TARGETS, 0, 3)
     with pytest.raises(ValueError, match="use_dfl"):
         DetectionLoss(NC, use_dfl=True)(fake_outputs(), TARGETS, 0, 2)
-    with pytest.raises(ValueError, match="iou_type"):
-        DetectionLoss(NC, iou_type="wiou")
-    with pytest.raises(ValueError, match="assigner"):
-        DetectionLoss(NC, assigner="ota")
-    with pytest.raises(ValueError, match="loss_weights"):
-        DetectionLoss(NC, loss_weights={"box": 1.0})
+    with pytest.raises(ConfigError, match="iou_type"):
+        DetectionLoss(NC, hyp=Hyp(iou_type="wiou"))
+    with pytest.raises(ConfigError, match="assigner"):
+        DetectionLoss(NC, hyp=Hyp(assigner="ota"))
+    with pytest.raises(ConfigError, match="loss_weights"):
+        DetectionLoss(NC, hyp=Hyp(loss_weights={"box": 1.0}))
 
 
 def tiny_dfl_config():

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from repyolo.loss.iou import IOU_TYPES, IoULoss, bbox_iou
-from repyolo.ops.boxes import box_iou_aligned
+from repyolo.loss.iou import IoULoss
+from repyolo.ops.iou import IOU_TYPES, box_iou, pairwise_iou
 
 
 def t(*box):
@@ -17,7 +17,7 @@ def t(*box):
 @pytest.mark.parametrize("iou_type", IOU_TYPES)
 def test_identical_boxes_give_one_and_zero_loss(iou_type):
     box = t(3.0, 4.0, 10.0, 7.5)
-    assert float(bbox_iou(box, box, iou_type)) == pytest.approx(1.0, abs=1e-6)
+    assert float(box_iou(box, box, iou_type)) == pytest.approx(1.0, abs=1e-6)
     assert float(IoULoss(iou_type)(box, box)) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -41,8 +41,8 @@ OVERLAP = {
 
 @pytest.mark.parametrize("iou_type", IOU_TYPES)
 def test_known_values(iou_type):
-    assert float(bbox_iou(t(0, 0, 1, 1), t(2, 0, 3, 1), iou_type)) == pytest.approx(DISJOINT[iou_type], abs=1e-6)
-    assert float(bbox_iou(t(0, 0, 2, 2), t(1, 1, 3, 3), iou_type)) == pytest.approx(OVERLAP[iou_type], abs=1e-6)
+    assert float(box_iou(t(0, 0, 1, 1), t(2, 0, 3, 1), iou_type)) == pytest.approx(DISJOINT[iou_type], abs=1e-6)
+    assert float(box_iou(t(0, 0, 2, 2), t(1, 1, 3, 3), iou_type)) == pytest.approx(OVERLAP[iou_type], abs=1e-6)
     loss = IoULoss(iou_type)(t(0, 0, 2, 2), t(1, 1, 3, 3))
     assert float(loss) == pytest.approx(1 - OVERLAP[iou_type], abs=1e-6)
 
@@ -52,12 +52,12 @@ def test_ciou_aspect_term():
     iou = 1 / 3
     v = 4 / math.pi ** 2 * (math.atan(1 / 2) - math.atan(2)) ** 2
     alpha = v / (1 - iou + v)
-    assert float(bbox_iou(b1, b2, "ciou")) == pytest.approx(iou - 0.5 / 8 - alpha * v, abs=1e-6)
+    assert float(box_iou(b1, b2, "ciou")) == pytest.approx(iou - 0.5 / 8 - alpha * v, abs=1e-6)
 
 
 def test_siou_shape_cost():
     # same centre, box1 4x2 inside box2 4x4: IoU 0.5, no distance cost, omega_h = 2/4
-    value = bbox_iou(t(0, 1, 4, 3), t(0, 0, 4, 4), "siou")
+    value = box_iou(t(0, 1, 4, 3), t(0, 0, 4, 4), "siou")
     assert float(value) == pytest.approx(0.5 - (1 - math.exp(-0.5)) ** 4 / 2, abs=1e-6)
 
 
@@ -76,8 +76,8 @@ def test_siou_angle_cost_closed_form_matches_the_paper():
     ch = torch.maximum(b1[:, 3], b2[:, 3]) - torch.minimum(b1[:, 1], b2[:, 1])
     gamma = 2 - angle
     dist = 2 - torch.exp(-gamma * (dx / cw) ** 2) - torch.exp(-gamma * (dy / ch) ** 2)
-    expected = bbox_iou(b1, b2, "iou") - dist / 2
-    assert torch.allclose(bbox_iou(b1, b2, "siou"), expected, atol=1e-6)
+    expected = box_iou(b1, b2, "iou") - dist / 2
+    assert torch.allclose(box_iou(b1, b2, "siou"), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("iou_type", IOU_TYPES)
@@ -100,13 +100,13 @@ def random_boxes(n, seed):
 @pytest.mark.parametrize("iou_type", ["iou", "giou", "diou", "siou"])
 def test_gradcheck(iou_type):
     pred, target = random_boxes(6, 1).requires_grad_(), random_boxes(6, 2)
-    assert torch.autograd.gradcheck(lambda p: bbox_iou(p, target, iou_type), (pred,))
-    assert torch.autograd.gradcheck(lambda p, q: bbox_iou(p, q, iou_type), (pred, target.clone().requires_grad_()))
+    assert torch.autograd.gradcheck(lambda p: box_iou(p, target, iou_type), (pred,))
+    assert torch.autograd.gradcheck(lambda p, q: box_iou(p, q, iou_type), (pred, target.clone().requires_grad_()))
 
 
 def test_ciou_gradient_treats_alpha_as_constant():
     pred, target = random_boxes(6, 3).requires_grad_(), random_boxes(6, 4)
-    bbox_iou(pred, target, "ciou").sum().backward()
+    box_iou(pred, target, "ciou").sum().backward()
     # against the gradient of DIoU - alpha * v with alpha frozen at its current value
 
     def aspect(p):
@@ -116,11 +116,11 @@ def test_ciou_gradient_treats_alpha_as_constant():
         return 4 / math.pi ** 2 * (aspect(target) - aspect(p)) ** 2
 
     with torch.no_grad():
-        iou = bbox_iou(pred, target, "iou")
+        iou = box_iou(pred, target, "iou")
         alpha = v(pred) / (1 - iou + v(pred))
 
     def frozen(p):
-        return (bbox_iou(p, target, "diou") - alpha * v(p)).sum()
+        return (box_iou(p, target, "diou") - alpha * v(p)).sum()
 
     p = pred.detach().clone().requires_grad_()
     frozen(p).backward()
@@ -129,7 +129,7 @@ def test_ciou_gradient_treats_alpha_as_constant():
 
 def test_unknown_type_and_reductions():
     with pytest.raises(ValueError, match="iou_type"):
-        bbox_iou(t(0, 0, 1, 1), t(0, 0, 1, 1), "eiou")
+        box_iou(t(0, 0, 1, 1), t(0, 0, 1, 1), "eiou")
     pred, target = random_boxes(5, 5), random_boxes(5, 6)
     per_box = IoULoss("giou")(pred, target)
     weight = torch.arange(5, dtype=torch.float64)
@@ -137,9 +137,8 @@ def test_unknown_type_and_reductions():
     assert float(IoULoss("giou", "mean")(pred, target)) == pytest.approx(float(per_box.mean()))
 
 
-def test_box_iou_aligned_broadcasts_like_a_table():
-    from repyolo.ops.boxes import box_iou
+def test_box_iou_broadcasts_like_a_table():
 
     a, b = random_boxes(4, 7), random_boxes(5, 8)
-    assert torch.allclose(box_iou_aligned(a[:, None], b[None]), box_iou(a, b))
-    assert torch.allclose(box_iou_aligned(a, a), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(box_iou(a[:, None], b[None]), pairwise_iou(a, b))
+    assert torch.allclose(box_iou(a, a), torch.ones(4, dtype=torch.float64))

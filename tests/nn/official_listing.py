@@ -84,7 +84,8 @@ def diff(expected: dict, got: dict, what: str, limit: int = 8) -> list[str]:
     out = []
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
-    changed = [f"{k}: official {expected[k]!r}, repyolo {got[k]!r}" for k in expected if k in got and got[k] != expected[k]]
+    changed = [f"{k}: official {expected[k]!r}, repyolo {got[k]!r}"
+               for k in expected if k in got and got[k] != expected[k]]
     if missing:
         out.append(f"{len(missing)} official {what} missing in repyolo, e.g. {missing[:limit]}")
     if extra:

@@ -4,34 +4,19 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
+from helpers import randomize_bn
 
 from repyolo import build_model
-from repyolo.nn.blocks import (
-    ConvBNAct,
-    MBLABlock,
-    QARepVGGBlock,
-    basic_block,
-    mbla_branches,
-)
+from repyolo.nn.blocks import ConvBNAct, MBLABlock, QARepVGGBlock, mbla_branches
 from repyolo.nn.lite import DPBlock, LiteEffiBlockS1, channel_shuffle, make_divisible
-
-
-def _randomize(module: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.3)
+from repyolo.nn.units import basic_block
 
 
 @pytest.mark.parametrize("c_in, c_out, s", [(8, 8, 1), (8, 16, 1), (8, 16, 2), (3, 8, 2)])
 def test_qarepvgg_fuses_to_one_conv(c_in, c_out, s):
     torch.manual_seed(0)
     block = QARepVGGBlock(c_in, c_out, 3, s).eval()
-    _randomize(block)
+    randomize_bn(block)
     square = c_in == c_out and s == 1
     assert (block.rbr_identity is not None) == square and (block.rbr_avg is not None) == square
     assert not hasattr(block.rbr_1x1, "bn") and isinstance(block.rbr_1x1, nn.Conv2d)  # bare 1x1, BN after the sum
@@ -70,7 +55,7 @@ def test_conv_bn_without_activation_has_no_act_module():
 def test_dpblock_fuse_keeps_conv_bias():
     torch.manual_seed(0)
     block = DPBlock(6, 10, 5, 2).eval()
-    _randomize(block)
+    randomize_bn(block)
     with torch.no_grad():
         block.conv_dw_1.bias.normal_()
         block.conv_pw_1.bias.normal_()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import randomize_bn
 
 from repyolo import build_model
 from repyolo.nn.blocks import QARepVGGBlock, RepVGGBlock
@@ -34,16 +35,10 @@ PUBLISHED = {
 GFLOPS_REL = {"yolov6lite-s": 0.04, "yolov6lite-m": 0.04, "yolov6lite-l": 0.04}
 
 
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give every BatchNorm non-trivial statistics and affine parameters."""
+def randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random BatchNorm statistics (:func:`helpers.randomize_bn`), BottleRep alphas and head outputs."""
+    randomize_bn(model, seed)
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
     for name, p in model.named_parameters():
         if name.endswith("alpha"):
             p.data.fill_(0.7)
@@ -72,7 +67,7 @@ def test_zoo_lists_every_published_model():
 def test_fused_equals_unfused(name):
     torch.manual_seed(0)
     model = build_model(name, num_classes=7).eval()
-    randomize_bn(model)
+    randomize(model)
     size = 128 if model.max_stride == 64 else 64
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     before = raw_head_outputs(model, x)
@@ -141,7 +136,7 @@ def test_deploy_checkpoint_roundtrip(tmp_path):
     from repyolo.io.checkpoint import deploy_checkpoint, load_model, save_checkpoint
 
     model = build_model("yolov6n", num_classes=4).eval()
-    randomize_bn(model)
+    randomize(model)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)

@@ -4,8 +4,8 @@ expensive step)."""
 from __future__ import annotations
 
 import pytest
-
 from quant_helpers import IMG, save_model, tiny_model
+
 from repyolo.data.synthetic import generate_synthetic
 
 
@@ -23,7 +23,7 @@ def tiny_weights(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def ptq_ctx(tiny_weights, syn_data, tmp_path_factory):
     """A calibrated :class:`PTQContext` (6 calibration images, min-max) of the tiny model at 64 px."""
-    from repyolo.quant.ptq import QuantSettings, prepare
+    from repyolo.quant.qdq import QuantSettings, prepare
 
     settings = QuantSettings(calib=6)
     return prepare(tiny_weights, syn_data, settings, img_size=IMG, workdir=tmp_path_factory.mktemp("ctx"))

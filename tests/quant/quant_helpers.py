@@ -1,11 +1,10 @@
 """Helpers of the quantization tests: a small YOLOv6 with non-trivial outputs, onnxruntime runs."""
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from repyolo.engine.checkpoint import save_checkpoint, training_checkpoint
+from repyolo.io.checkpoint import save_checkpoint, training_checkpoint
 from repyolo.nn.model import build_model
 
 IMG = 64

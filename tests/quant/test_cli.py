@@ -7,11 +7,10 @@ import json
 import onnx
 import pytest
 import torch
+from quant_helpers import IMG
 
 from repyolo.cli import main
 from repyolo.quant import graph as G
-
-from quant_helpers import IMG
 
 
 def test_cli_ptq_then_val(tiny_weights, syn_data, tmp_path, capsys):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import onnx
 import pytest
+from quant_helpers import IMG
 
 from repyolo.errors import RepyoloError
 from repyolo.quant import graph as G
 from repyolo.quant.partial import search_map_budget
 from repyolo.quant.ptq import quantize_ptq
 from repyolo.quant.sensitivity import analyze
-
-from quant_helpers import IMG
 
 
 def test_excluded_convs_are_exactly_the_fp32_convs(ptq_ctx):

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import onnx
 import pytest
+from quant_helpers import IMG, NAMES, run_onnx
 
 from repyolo.errors import RepyoloError
 from repyolo.quant import graph as G
 from repyolo.quant.calibrate import CalibrationReader
-from repyolo.quant.ptq import QuantSettings, PTQContext, quantize_ptq
-
-from quant_helpers import IMG, NAMES, run_onnx
+from repyolo.quant.ptq import quantize_ptq
+from repyolo.quant.qdq import PTQContext, QuantSettings
 
 
 def _inputs(ctx, n=4) -> np.ndarray:
@@ -69,8 +69,8 @@ def test_ptq_model_runs_in_openvino(ptq_ctx, tmp_path):
     # the same INT8 model in both runtimes: scores agree closely (rounding details may differ)
     assert np.abs(out[..., 4:] - run_onnx(path, x)[..., 4:]).max() < 0.05
     # and as an IR folder with metadata, through repyolo's OpenVINO backend
-    from repyolo.export.runtime import load_backend
-    from repyolo.quant.ptq import to_openvino
+    from repyolo.quant.qdq import to_openvino
+    from repyolo.runtime import load_backend
 
     backend = load_backend(to_openvino(path, tmp_path / "m_int8_openvino_model"))
     assert backend.kind == "openvino" and backend.names == NAMES and backend.img_size == (IMG, IMG)
@@ -79,7 +79,7 @@ def test_ptq_model_runs_in_openvino(ptq_ctx, tmp_path):
 
 def test_quantize_ptq_keeps_metadata_for_the_onnx_backend(tiny_weights, syn_data, tmp_path):
     from repyolo.engine.evaluator import Evaluator
-    from repyolo.export.runtime import load_backend
+    from repyolo.runtime import load_backend
 
     res = quantize_ptq(tiny_weights, syn_data, calib=4, img_size=IMG, output=tmp_path / "q.onnx", keep_fp32=True)
     assert res.path.is_file() and res.fp32_path.is_file() and res.fp32_convs == []
@@ -147,11 +147,11 @@ def test_metadata_values_are_json(ptq_ctx, tmp_path):
 
 
 def test_fp32_onnx_input_is_checked(ptq_ctx, tmp_path):
+    from quant_helpers import tiny_model
+
     from repyolo.errors import CheckpointError
     from repyolo.export import export_model
-    from repyolo.quant.ptq import FloatModel
-
-    from quant_helpers import tiny_model
+    from repyolo.quant.qdq import FloatModel
 
     dyn = export_model(tiny_model(), "onnx", img_size=IMG, dynamic=True, output=tmp_path / "dyn.onnx")
     with pytest.raises(RepyoloError, match="static"):

@@ -7,12 +7,21 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from quant_helpers import IMG, run_onnx, tiny_model
 
 from repyolo.quant import graph as G
-from repyolo.quant.qat import (ActFakeQuant, QuantConv, conv_node_map, fake_quant_weight, module_of_node,
-                               prepare_qat, quant_points, quantize_qat, scale_zero_point, strip_qat)
-
-from quant_helpers import IMG, run_onnx, tiny_model
+from repyolo.quant.qat import (
+    ActFakeQuant,
+    QuantConv,
+    conv_node_map,
+    fake_quant_weight,
+    module_of_node,
+    prepare_qat,
+    quant_points,
+    quantize_qat,
+    scale_zero_point,
+    strip_qat,
+)
 
 
 @pytest.fixture

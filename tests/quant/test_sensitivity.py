@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from quant_helpers import IMG, run_onnx
 
 from repyolo.errors import RepyoloError
 from repyolo.quant.evaluate import normalized, output_errors
 from repyolo.quant.sensitivity import METRICS, SensitivityReport, analyze, candidate_layers
-
-from quant_helpers import IMG, run_onnx
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import randomize_bn
 
 from repyolo import build_model
-from repyolo.engine.repoptimizer import (build_repoptimizer, extract_scales, hypersearch_config, load_scales,
-                                         save_scales)
+from repyolo.engine.repoptimizer import build_repoptimizer, extract_scales, hypersearch_config, load_scales, save_scales
 from repyolo.errors import CheckpointError, ConfigError
-from repyolo.nn.blocks import RepVGGBlock, basic_block
+from repyolo.nn.blocks import RepVGGBlock
 from repyolo.nn.repopt import HyperSearchBlock, RepOptBlock
+from repyolo.nn.units import basic_block
 from repyolo.utils.flops import count_params
 
 TINY = dict(width_multiple=0.0625, depth_multiple=0.17)
@@ -51,11 +52,8 @@ def test_train_graph_is_the_deploy_graph(name, reference):
 def test_fused_repopt_model_computes_the_same_function():
     torch.manual_seed(0)
     model = build_model("yolov6n-repopt", num_classes=4, **TINY).eval()
+    randomize_bn(model)
     g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     x = torch.rand(1, 3, 64, 64, generator=g)
     with torch.no_grad():
         before = model(x)
@@ -64,7 +62,7 @@ def test_fused_repopt_model_computes_the_same_function():
 
 
 def test_scales_file_roundtrip_and_hypersearch_checkpoint(tmp_path):
-    from repyolo.engine.checkpoint import save_checkpoint
+    from repyolo.io.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     hs = build_model(hypersearch_config("yolov6n-repopt"), num_classes=3, **TINY)
@@ -110,7 +108,7 @@ def test_scales_errors_name_the_problem(tmp_path):
         load_scales(tmp_path / "nope.pt")
     with pytest.raises(ConfigError, match="'backbone.stem'"):
         load_scales({"backbone.stem": {"scale_3x3": torch.ones(4)}})
-    from repyolo.engine.checkpoint import save_checkpoint
+    from repyolo.io.checkpoint import save_checkpoint
 
     rv = build_model("yolov6n", num_classes=3, **TINY)
     path = save_checkpoint({"model_cfg": rv.cfg, "model": rv.state_dict()}, tmp_path / "rv.pt")
@@ -198,7 +196,7 @@ def test_repopt_trains_like_repvgg_and_better_than_plain_sgd(one_thread):
 @pytest.mark.slow
 def test_hyper_search_with_the_trainer_writes_usable_scales(tmp_path):
     from repyolo.data.synthetic import generate_synthetic
-    from repyolo.engine.repoptimizer import hyper_search
+    from repyolo.engine.hypersearch import hyper_search
 
     data = generate_synthetic(tmp_path / "syn", n_train=8, n_val=4, img_size=64, seed=0)
     cfg = {**hypersearch_config("yolov6n-repopt"), **TINY}

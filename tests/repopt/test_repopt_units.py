@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import randomize_bn
 
-from repyolo.engine.repoptimizer import (RepOptimizer, build_repoptimizer, extract_scales, grad_mask,
-                                         init_from_scales)
-from repyolo.nn.blocks import basic_block
+from repyolo.engine.repoptimizer import RepOptimizer, build_repoptimizer, extract_scales, grad_mask, init_from_scales
 from repyolo.nn.repopt import HyperSearchBlock, RepOptBlock, merged_kernel
+from repyolo.nn.units import basic_block
 
 
 def test_grad_mask_hand_computed_with_identity():
@@ -33,14 +33,6 @@ def test_grad_mask_hand_computed_without_identity():
         grad_mask(s, t, 3, identity=True)
 
 
-def _randomize_bn(bn: nn.BatchNorm2d, g: torch.Generator) -> None:
-    n = bn.num_features
-    bn.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-    bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    bn.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-    bn.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-
-
 @pytest.mark.parametrize("c_in,c_out,stride", [(6, 6, 1), (4, 6, 1), (6, 6, 2)])
 def test_hypersearch_block_equals_plain_block_initialised_from_its_scales(c_in, c_out, stride):
     g = torch.Generator().manual_seed(0)
@@ -48,7 +40,7 @@ def test_hypersearch_block_equals_plain_block_initialised_from_its_scales(c_in, 
     hs = HyperSearchBlock(c_in, c_out, 3, stride).double()  # draws W3 then W1 from the global RNG
     hs.scale_3x3.weight.data.copy_(torch.rand(c_out, generator=g) + 0.3)
     hs.scale_1x1.weight.data.copy_(torch.rand(c_out, generator=g) - 0.5)
-    _randomize_bn(hs.bn, g)
+    randomize_bn(hs.bn, seed=int(torch.randint(0, 2**31, (1,), generator=g)))
     model = nn.Sequential(RepOptBlock(c_in, c_out, 3, stride)).double()
     model[0].bn.load_state_dict(hs.bn.state_dict())
     torch.manual_seed(3)  # the same draws: init_from_scales merges fresh nn.Conv2d-like kernels

@@ -7,10 +7,11 @@ import numpy as np
 import torch
 import yaml
 
-from repyolo.errors import CheckpointError, RepyoloError
-from repyolo.export.metadata import END2END_OUTPUTS, from_strings, to_strings
-from repyolo.export.openvino import METADATA_FILE, RT_SECTION
-from repyolo.export.runtime import FileBackend
+from repyolo.errors import CheckpointError, RepyoloError, one_line
+from repyolo.runtime.base import FileBackend
+from repyolo.runtime.metadata import END2END_OUTPUTS, from_strings, to_strings
+from repyolo.runtime.metadata import OPENVINO_METADATA_FILE as METADATA_FILE
+from repyolo.runtime.metadata import OPENVINO_RT_SECTION as RT_SECTION
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -77,8 +78,7 @@ class OpenVinoBackend(FileBackend):
         try:
             ov_model = core.read_model(str(self.path))
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text
-            line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{self.path}: not a loadable OpenVINO IR ({line})") from None
+            raise CheckpointError(f"{self.path}: not a loadable OpenVINO IR ({one_line(exc)})") from None
         self.metadata = _read_metadata(ov_model, self.path)
         self.names = self.metadata["names"]
         self.stride = self.metadata["stride"]
@@ -99,8 +99,8 @@ class OpenVinoBackend(FileBackend):
         try:
             self.compiled = core.compile_model(ov_model, ov_device, config)
         except Exception as exc:
-            line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise RepyoloError(f"{self.path}: OpenVINO could not compile the model for {ov_device} ({line})") from None
+            raise RepyoloError(f"{self.path}: OpenVINO could not compile the model for {ov_device} "
+                               f"({one_line(exc)})") from None
         self.request = self.compiled.create_infer_request()
         self.outputs = list(self.compiled.outputs)
         if self.end2end:  # outputs by name, in the end-to-end order

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repyolo.errors import CheckpointError, RepyoloError
-from repyolo.export.metadata import END2END_OUTPUTS, from_strings
-from repyolo.export.runtime import FileBackend
+from repyolo.errors import CheckpointError, RepyoloError, one_line
+from repyolo.runtime.base import FileBackend
+from repyolo.runtime.metadata import END2END_OUTPUTS, from_strings
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -62,8 +62,7 @@ class OnnxBackend(FileBackend):
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=_providers(str(device), ort))
         except Exception as exc:  # onnxruntime raises its own (pybind) exception types
-            line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{self.path}: not a loadable ONNX model ({line})") from None
+            raise CheckpointError(f"{self.path}: not a loadable ONNX model ({one_line(exc)})") from None
         self.metadata = from_strings(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.names = self.metadata["names"]
         self.stride = self.metadata["stride"]

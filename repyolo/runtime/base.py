@@ -1,13 +1,10 @@
-"""One inference interface over several runtimes (PyTorch, onnxruntime, OpenVINO, TorchScript).
+"""The runtime Backend interface, and the base class of the exported-file backends.
 
-``load_backend(weights)`` picks the runtime from the weights' type: a ``.pt`` checkpoint ->
-:class:`TorchBackend`; ``.onnx`` -> ONNX Runtime; an OpenVINO IR folder or ``.xml`` -> OpenVINO;
-``.torchscript`` -> TorchScript.
 Every backend maps a float ``(B, 3, H, W)`` batch in 0..1 (RGB) to raw predictions
 ``(B, A, 4 + nc)`` (xyxy input pixels + class scores), the contract of the PyTorch model in
 eval mode, so ``val``, ``predict`` and ``bench`` work the same whatever file they are given.
 
-Exported files describe themselves (:mod:`repyolo.export.metadata`): ``names``, ``stride``,
+Exported files describe themselves (:mod:`repyolo.runtime.metadata`): ``names``, ``stride``,
 ``img_size`` (the fixed input size, ``None`` when the file takes any size) and ``batch``
 (fixed batch or ``None``). A fixed-batch file still accepts any batch: the input is split
 into chunks of that size and the last chunk is zero-padded.
@@ -18,13 +15,12 @@ one ``(N, 6)`` tensor ``x1 y1 x2 y2 score class`` per image.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from repyolo.errors import CheckpointError, RepyoloError
+from repyolo.errors import RepyoloError
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -110,21 +106,6 @@ def end2end_to_detections(num_dets: np.ndarray, boxes: np.ndarray, scores: np.nd
     return out
 
 
-def load_checkpoint_model(weights: str | Path) -> torch.nn.Module:
-    """:func:`repyolo.engine.checkpoint.load_model`, with any unexpected failure of the unpickler on a
-    corrupt or foreign file (e.g. ``IndexError`` on a text file) turned into a one-line CheckpointError."""
-    from repyolo.engine.checkpoint import load_model
-
-    try:
-        return load_model(weights)
-    except RepyoloError:
-        raise
-    except Exception as exc:  # torch.load raises many types on garbage input
-        text = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-        raise CheckpointError(f"{weights}: not a loadable checkpoint ({reason})") from None
-
-
 class FileBackend(Backend):
     """Shared by the exported-file backends: fixed-batch splitting and end-to-end (``--nms``) files.
 
@@ -151,58 +132,3 @@ class FileBackend(Backend):
         if not self.end2end:
             return super().detect(x, conf)
         return end2end_to_detections(*self._forward(x), conf=conf)
-
-
-class TorchBackend(Backend):
-    """A PyTorch checkpoint, fused for inference unless ``fuse=False``; ``half`` on CUDA only;
-    ``threads`` sets ``torch.set_num_threads`` (process-wide)."""
-
-    kind = "torch"
-
-    def __init__(self, weights: str | Path | torch.nn.Module, device: str | torch.device = "cpu",
-                 fuse: bool = True, half: bool = False, threads: int | None = None):
-        self.device = torch.device(device)
-        self.source = str(weights) if not isinstance(weights, torch.nn.Module) else type(weights).__name__
-        model = load_checkpoint_model(weights) if not isinstance(weights, torch.nn.Module) else weights
-        model = model.eval()
-        if fuse and hasattr(model, "fuse"):
-            model.fuse()
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.half = half and self.device.type == "cuda"
-        self.model = model.to(self.device).half() if self.half else model.to(self.device)
-        self.names = list(getattr(model, "names", []))
-        self.stride = int(getattr(model, "max_stride", 32))
-
-    @torch.inference_mode()
-    def __call__(self, x):
-        x = torch.as_tensor(x).to(self.device)
-        x = x.half() if self.half else x.float()
-        return self.model(x).float()
-
-
-def load_backend(weights: str | Path | torch.nn.Module, device: str | torch.device = "cpu", **kwargs) -> Backend:
-    """Open ``weights`` with the matching runtime (see module docstring).
-
-    ``kwargs`` go to the backend (``fuse``, ``half`` for PyTorch; ``threads`` for all); options a
-    runtime has no use for (``fuse`` for an exported file) are ignored.
-    """
-    if isinstance(weights, torch.nn.Module):
-        return TorchBackend(weights, device, **kwargs)
-    path = Path(weights)
-    if not path.exists():
-        raise CheckpointError(f"{path}: weights not found")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from repyolo.export.onnx_backend import OnnxBackend
-
-        return OnnxBackend(path, device, **kwargs)
-    if path.is_dir() or suffix == ".xml":
-        from repyolo.export.openvino_backend import OpenVinoBackend
-
-        return OpenVinoBackend(path, device, **kwargs)
-    if suffix == ".torchscript":
-        from repyolo.export.torchscript_backend import TorchScriptBackend
-
-        return TorchScriptBackend(path, device, **kwargs)
-    return TorchBackend(path, device, **kwargs)

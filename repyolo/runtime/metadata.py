@@ -33,13 +33,16 @@ FORMAT = "repyolo"
 RAW_OUTPUT = "outputs"
 END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 LETTERBOX = {"pad_value": 114, "center": True}
+OPENVINO_RT_SECTION = "repyolo"      # OpenVINO rt_info section holding the metadata
+OPENVINO_METADATA_FILE = "metadata.yaml"  # copy beside the IR (older readers)
+TORCHSCRIPT_EXTRA_FILE = "metadata.json"  # TorchScript _extra_files entry
 _STRING_KEYS = {"format", "repyolo_version", "task", "model", "output_layout", "outputs"}
 
 
 def build_metadata(model, img_size: tuple[int, int], batch: int | None, dynamic: bool, half: bool,
                    nms: dict | None = None) -> dict:
     """Metadata dict (Python values) for an exported ``model`` (a fused :class:`~repyolo.nn.model.YOLOv6`)."""
-    from repyolo import __version__
+    from repyolo.version import __version__
 
     names = [str(n) for n in getattr(model, "names", [])] or [str(i) for i in range(model.nc)]
     strides = [int(s) for s in model.stride.tolist()]

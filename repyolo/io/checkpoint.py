@@ -1,5 +1,6 @@
 """Checkpoints: plain dicts of tensors and Python literals, written atomically, read with
-``torch.load(weights_only=True)`` so that loading never runs code from the file.
+``torch.load(weights_only=True)`` (:mod:`repyolo.io.torchfile`) so that loading never runs code
+from the file.
 
 Layout (``format: "repyolo"``)::
 
@@ -19,14 +20,15 @@ Layout (``format: "repyolo"``)::
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
 
 from repyolo.errors import CheckpointError
+from repyolo.io.official import convert_official, looks_official
+from repyolo.io.torchfile import load_torch_file
+from repyolo.nn.model import YOLOv6
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -44,6 +46,7 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     ckpt = {"format": FORMAT, "version": VERSION, **ckpt}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is as readable as any output
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
@@ -55,10 +58,30 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a repyolo checkpoint safely (``weights_only=True``); official YOLOv6 files are converted.
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    Raises :class:`CheckpointError` with a one-line reason for a missing, corrupt or foreign file.
+
+def remove_stale_temp_files(folder: str | Path) -> int:
+    """Delete the ``.NAME.*.tmp`` files that :func:`save_checkpoint` leaves when a process is killed
+    mid-write (never a finished checkpoint). Returns how many were removed."""
+    n = 0
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a repyolo checkpoint safely; an official YOLOv6 checkpoint is converted on the fly.
+
+    The file is read by :func:`repyolo.io.torchfile.load_torch_file` (torch's weights-only
+    unpickler; nothing from the file runs). Raises :class:`CheckpointError` with a one-line reason
+    naming the file: missing, a folder, empty, what else it is (an image, an ONNX model ...),
+    corrupt or truncated, referencing code (refused by name), or not a repyolo checkpoint.
     """
     path = Path(path)
     if not path.exists():
@@ -67,48 +90,21 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, IndexError, KeyError) as exc:
-        official = _try_official(path, exc)
-        if official is not None:
-            return official
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({_short(exc)})") from None
-    except (EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_short(exc)})") from None
+    if looks_official(path):
+        LOGGER.info("%s: official YOLOv6 checkpoint, converting (no code from the file is run)", path)
+        return {"format": FORMAT, "version": VERSION, **convert_official(path)}
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a repyolo checkpoint (no 'format: repyolo' entry)")
+        raise CheckpointError(f"{path}: a torch file, but not a repyolo checkpoint (no 'format: repyolo' entry)")
     if "model_cfg" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: repyolo checkpoint without a model config or weights")
     return ckpt
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _try_official(path: Path, exc: Exception) -> dict | None:
-    """If ``path`` is an official YOLOv6 checkpoint, return it converted to the repyolo layout."""
-    try:
-        from repyolo.io import official
-    except ImportError:
-        return None
-    if not official.looks_official(path):
-        return None
-    LOGGER.info("%s: official YOLOv6 checkpoint, converting (no code from the file is run)", path)
-    return official.convert_official(path)
-
-
 def model_from_checkpoint(ckpt: dict, use_ema: bool = True):
     """Build the model a checkpoint dict describes and load its (EMA) weights. Returns it in eval mode."""
-    from repyolo.nn.model import YOLOv6
-
     cfg = ckpt["model_cfg"]
     model = YOLOv6(cfg, cfg.get("nc", 80))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
     if ckpt.get("fused"):
         model.fuse()
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") else ckpt["model"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from repyolo.errors import CheckpointError
-from repyolo.export.metadata import from_strings, to_strings
-from repyolo.export.runtime import Backend
-from repyolo.export.torchscript import EXTRA_FILE
+from repyolo.errors import CheckpointError, one_line
+from repyolo.runtime.base import Backend
+from repyolo.runtime.metadata import TORCHSCRIPT_EXTRA_FILE as EXTRA_FILE
+from repyolo.runtime.metadata import from_strings, to_strings
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -41,8 +41,7 @@ class TorchScriptBackend(Backend):
                 warnings.simplefilter("ignore")
                 self.model = torch.jit.load(str(self.path), map_location=self.device, _extra_files=extra).eval()
         except Exception as exc:  # torch.jit raises RuntimeError / ValueError with long texts
-            line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{self.path}: not a loadable TorchScript file ({line})") from None
+            raise CheckpointError(f"{self.path}: not a loadable TorchScript file ({one_line(exc)})") from None
         try:
             meta = json.loads(extra[EXTRA_FILE] or "{}")
         except ValueError:
