@@ -18,7 +18,15 @@ class ConfigError(RepyoloError):
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
-    """``'TypeName: first line of the message'`` (cut to ``limit`` characters): how a foreign
-    exception (torch, onnxruntime, OpenVINO, OpenCV ...) is quoted inside a one-line error."""
+    """``'TypeName: first line of the message'``: how a foreign exception (torch, onnxruntime,
+    OpenVINO, OpenCV ...) is quoted inside a one-line error. A line longer than ``limit`` ends at
+    its last full sentence (or word) within the limit, marked ``...``, never mid-word."""
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    text = lines[0].strip()
+    if len(text) > limit:
+        head = text[:limit]
+        sentence = head.rfind(". ")
+        text = head[: sentence + 1] if sentence >= limit // 3 else head.rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {text}"

@@ -1,11 +1,14 @@
-"""Shared test fixtures: the real data sets beside the repo (skipped with a reason when absent)."""
+"""Shared test fixtures: the real data sets beside the repo (skipped with a reason when absent), a tiny
+synthetic training set-up, and a recorder of the ``repyolo`` log."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -37,3 +40,52 @@ def bccd() -> Path:
 def demo_images() -> Path:
     """``../shared/datasets/demo_images`` (5 unlabelled photos)."""
     return _dataset("demo_images")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A 16 + 8 image synthetic shapes set at 64 px (data YAML path)."""
+    from repyolo.data.synthetic import generate_synthetic
+
+    return generate_synthetic(tmp_path_factory.mktemp("syn"), n_train=16, n_val=8, img_size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_yaml(tmp_path_factory) -> Path:
+    """yolov6n with width 1/8 and depth 1/6: the same topology, a fraction of the cost."""
+    from repyolo.nn.model import load_model_config
+
+    cfg = load_model_config("yolov6n")
+    cfg.update(name="yolov6-tiny", width_multiple=0.125, depth_multiple=0.17)
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def text(self, level=logging.WARNING) -> str:
+        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
+
+
+@pytest.fixture
+def repyolo_log():
+    """Records of the ``repyolo`` logger (which does not propagate to pytest's caplog), at INFO and
+    above while the test runs (``text(logging.INFO)`` for everything a user sees)."""
+    handler = _ListHandler()
+    logger = logging.getLogger("repyolo")
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
