@@ -31,6 +31,9 @@ from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
 CACHE_VERSION = 1
+# check keys whose report this process has logged: a split read twice (training, then precise-BN
+# or evaluation) is reported once, like the warnings module's "once" registry
+_LOGGED_KEYS: set[str] = set()
 
 
 @dataclass
@@ -114,6 +117,7 @@ class CheckReport:
     n_skipped: int = 0  # images not used
     n_background: int = 0  # usable images without boxes
     n_missing_labels: int = 0
+    n_orphan_labels: int = 0  # label files without an image (ignored)
     n_boxes: int = 0  # boxes kept
     n_dropped: int = 0  # box rows removed
     n_clipped: int = 0
@@ -123,6 +127,7 @@ class CheckReport:
     names: list[str] = field(default_factory=list)
     cache_path: str | None = None
     from_cache: bool = False
+    key: str = ""  # hash of the checked files (see :func:`cache_key`)
 
     def issues_for(self, name: str) -> list[Issue]:
         """Issues whose file name ends with ``name``."""
@@ -134,6 +139,7 @@ class CheckReport:
         lines = [f"{p}{self.n_usable}/{self.n_images} images usable, {self.n_boxes} boxes "
                  f"({self.n_background} backgrounds, {self.n_missing_labels} without label file), "
                  f"{self.n_skipped} images skipped, {self.n_dropped} boxes dropped, {self.n_clipped} clipped"
+                 + (f", {self.n_orphan_labels} label files without an image" if self.n_orphan_labels else "")
                  + (f", {self.n_crowd} crowd boxes (eval only)" if self.n_crowd else "")
                  + (" [cached]" if self.from_cache else "")]
         shown = [i for i in self.issues if i.action != "background"]
@@ -151,13 +157,21 @@ class CheckReport:
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("n_images", "n_usable", "n_skipped", "n_background", "n_missing_labels",
-                                           "n_boxes", "n_dropped", "n_clipped", "n_crowd", "class_counts", "names",
-                                           "cache_path", "from_cache")}
+                                           "n_orphan_labels", "n_boxes", "n_dropped", "n_clipped", "n_crowd",
+                                           "class_counts", "names", "cache_path", "from_cache")}
         d["issues"] = [i.to_dict() for i in self.issues]
         return d
 
     def log(self, logger=LOGGER) -> None:
-        bad = [i for i in self.issues if i.action in ("skipped", "dropped")]
+        """Log the summary (a warning when files are skipped, dropped or ignored), once per process
+        for the same files: a second data set over them logs it at debug level only."""
+        if self.key and self.key in _LOGGED_KEYS:
+            logger.debug("%ssame files as an earlier check: %d/%d images usable (issues reported above)",
+                         self.prefix, self.n_usable, self.n_images)
+            return
+        if self.key:
+            _LOGGED_KEYS.add(self.key)
+        bad = [i for i in self.issues if i.action in ("skipped", "dropped", "ignored")]
         (logger.warning if bad else logger.info)(self.summary())
 
 
@@ -307,6 +321,7 @@ def check_samples(samples: SampleList, nc: int | None, names: list[str] | None =
             if save_cache(target, key, files, results):
                 used_cache = target
     report = build_report(samples, results, nc, names, prefix)
+    report.key = hashlib.sha256((key + json.dumps([i.to_dict() for i in samples.issues])).encode()).hexdigest()
     report.from_cache = from_cache
     report.cache_path = str(used_cache) if used_cache else None
     if report.n_usable == 0:
@@ -335,6 +350,7 @@ def build_report(samples: SampleList, results: list[SampleResult], nc: int | Non
         n_skipped=len(results) - len(usable) + sum(1 for i in samples.issues if i.action == "skipped"),
         n_background=sum(1 for r in usable if len(r.labels) == 0),
         n_missing_labels=sum(1 for i in issues if i.action == "background"),
+        n_orphan_labels=sum(1 for i in issues if i.action == "ignored"),
         n_boxes=sum(len(r.labels) for r in usable),
         n_dropped=sum(1 for i in issues if i.action == "dropped"),
         n_clipped=sum(1 for i in issues if i.action == "clipped"),

@@ -24,7 +24,8 @@ class Issue:
 
     ``action`` says what was done: ``skipped`` (the image is not used), ``dropped`` (one
     box row removed), ``clipped`` (a box was clipped to the image), ``background`` (no
-    label file: used as an image without objects) or ``warning`` (used as is).
+    label file: used as an image without objects), ``ignored`` (a label file without an image)
+    or ``warning`` (used as is).
     """
 
     file: str

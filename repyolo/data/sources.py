@@ -75,6 +75,18 @@ def _listdir_images(folder: Path, issues: list[Issue]) -> list[str]:
     return files
 
 
+def orphan_label_files(folder: Path) -> list[Issue]:
+    """Label files in the ``labels/`` folder parallel to the image folder ``folder`` that belong
+    to no file there (an image deleted or renamed, a label typo): reported, never used. Nothing
+    is checked when labels live beside the images (other ``.txt`` files may be anything)."""
+    label_dir = Path(os.path.dirname(img2label_path(folder / "x.jpg")))
+    if label_dir == folder or not label_dir.is_dir():
+        return []
+    expected = {img2label_path(f) for f in walk_files(folder)}
+    return [Issue(f, "label file without an image", "ignored") for f in walk_files(label_dir)
+            if f.endswith(".txt") and f not in expected]
+
+
 def _read_list_file(path: Path, root: Path | None, issues: list[Issue]) -> list[str]:
     files = []
     for no, entry, p in read_list_file(path, root):
@@ -111,6 +123,7 @@ def collect_samples(sources, image_root=None, root=None) -> SampleList:
         if src.is_dir():
             for f in _listdir_images(src, out.issues):
                 out.samples.append(Sample(f, label_file=img2label_path(f)))
+            out.issues.extend(orphan_label_files(src))
         elif src.suffix.lower() == ".json":
             ir = image_root.get(src) if isinstance(image_root, dict) else image_root
             ir = ir if ir is not None else tagged_root
