@@ -40,6 +40,7 @@ import torch.nn as nn
 
 from repyolo.engine.optim import param_groups
 from repyolo.errors import CheckpointError, ConfigError
+from repyolo.io.torchfile import load_torch_file
 from repyolo.nn.repopt import HyperSearchBlock, RepOptBlock, default_conv_init, merged_kernel
 from repyolo.utils.logging import get_logger
 
@@ -127,10 +128,9 @@ def load_scales(source) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: RepOpt scales file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear error
-        raise CheckpointError(f"{path}: not a readable scales file ({type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''})") from None
+        obj = load_torch_file(path)  # the safe reader: says what the file is, never runs code from it
+    except CheckpointError as exc:
+        raise CheckpointError(f"not a readable scales file: {exc}") from None
     if isinstance(obj, dict) and obj.get("format") == SCALES_FORMAT:
         return _validate_scales(obj.get("scales"), str(path))
     if isinstance(obj, dict) and obj.get("format") == "repyolo" and "model_cfg" in obj:

@@ -91,14 +91,22 @@ def read_checkpoint(path: str | Path) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
     if looks_official(path):
-        LOGGER.info("%s: official YOLOv6 checkpoint, converting (no code from the file is run)", path)
-        return {"format": FORMAT, "version": VERSION, **convert_official(path)}
+        converted = convert_official(path)  # refuses unsafe files before anything is logged as "official"
+        LOGGER.info("%s: official YOLOv6 checkpoint, converted (no code from the file was run)", path)
+        return {"format": FORMAT, "version": VERSION, **converted}
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a torch file, but not a repyolo checkpoint (no 'format: repyolo' entry)")
     if "model_cfg" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: repyolo checkpoint without a model config or weights")
     return ckpt
+
+
+def training_img_size(ckpt: dict) -> int | None:
+    """The input size a checkpoint's model was trained at (``args.img``), else its model config's
+    ``img_size``; ``None`` when neither is recorded."""
+    img = (ckpt.get("args") or {}).get("img") or (ckpt.get("model_cfg") or {}).get("img_size")
+    return int(img) if img else None
 
 
 def model_from_checkpoint(ckpt: dict, use_ema: bool = True):

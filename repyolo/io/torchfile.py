@@ -24,6 +24,7 @@ import re
 import zipfile
 from pathlib import Path
 from typing import Any
+from zlib import error as zlib_error
 
 import torch
 
@@ -125,13 +126,19 @@ def describe_file(path: str | Path) -> str:
             return what
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a legacy torch file" if _legacy_magic_ok(path) else "a pickle"
-    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"onnx" in head.lower()):
+    if path.suffix.lower() == ".onnx" or _looks_onnx(head):
         return "an ONNX model"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         return "binary data"
     return "a text file" if all(c.isprintable() or c in "\t\r\n" for c in text) else "binary data"
+
+
+def _looks_onnx(head: bytes) -> bool:
+    """An ONNX ``ModelProto``: field 1 ``ir_version`` (a small varint), then producer name, graph or opsets."""
+    return (len(head) > 3 and head[0] == 0x08 and 1 <= head[1] <= 20
+            and head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42))
 
 
 def _legacy_magic_ok(path: Path) -> bool:
@@ -221,7 +228,11 @@ def load_torch_file(path: str | Path) -> Any:
     if what not in ("a torch zip file", "a legacy torch file"):
         if what == "a truncated or corrupt zip file":
             raise CheckpointError(f"{path}: corrupt or truncated checkpoint (the zip archive is incomplete)")
+        if what == "a pickle":
+            _refuse_plain_pickle(path)
         raise CheckpointError(f"{path}: not a checkpoint: {what}")
+    if what == "a torch zip file":
+        _check_zip_crc(path)
     standins = check_globals(path, referenced_globals(path))
     if what == "a legacy torch file" and any(n.startswith(STANDIN_PREFIXES) for n in standins):
         raise CheckpointError(f"{path}: legacy (pre-1.6) torch format with pickled modules: not readable safely; "
@@ -233,12 +244,49 @@ def load_torch_file(path: str | Path) -> Any:
     except CheckpointError:
         raise
     except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
-        if "Weights only load failed" in str(exc):
-            raise CheckpointError(f"{path}: refusing to load: the file holds objects torch's safe loader does not "
+        if "weights only load failed" in str(exc).lower() or "weights_only" in str(exc):
+            raise CheckpointError(f"{path}: refusing to load: the file holds objects the safe loader does not "
                                   "allow (nothing from the file was run)") from None
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({one_line(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - the unpickler on damaged data raises many types
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({one_line(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A foreign exception quoted in one line, without any advice to turn the safe loader off."""
+    text = one_line(exc)
+    cut = text.lower().find("weights_only")
+    if cut >= 0:
+        text = text[:cut].rsplit(".", 1)[0].rstrip() or type(exc).__name__
+    return text
+
+
+def _check_zip_crc(path: Path) -> None:
+    """Every member of a torch zip must match its CRC-32 (torch itself does not check: a file
+    damaged in the middle would load with wrong weights)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib_error) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_reason(exc)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint: the entry {bad!r} fails its checksum "
+                              "(damaged in copying or on disk)")
+
+
+def _refuse_plain_pickle(path: Path) -> None:
+    """A plain pickle is never a checkpoint; when it references code, say so (nothing is run)."""
+    names: set[str] = set()
+    try:
+        with open(path, "rb") as f:
+            _scan_pickle(f, names)
+    except Exception:  # noqa: BLE001 - a malformed pickle is reported as a plain pickle
+        return
+    bad = sorted(n for n in {_modern_name(n) for n in names} if not _TORCH_SAFE.match(n))
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path}: refusing to load: a plain pickle, not a checkpoint, that references "
+                              f"{bad[0]!r}{more} (nothing from the file was run)")
 
 
 __all__ = ["STANDIN_PREFIXES", "StandIn", "check_globals", "describe_file", "is_standin_name", "load_torch_file",

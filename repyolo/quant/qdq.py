@@ -302,9 +302,9 @@ def default_img_size(weights, fallback: int = 640) -> int:
     checkpoint (``args.img``), else ``fallback`` (an ONNX file keeps its own static size anyway)."""
     if isinstance(weights, (str, Path)) and Path(weights).suffix.lower() == ".pt" and Path(weights).is_file():
         try:
-            from repyolo.io.checkpoint import read_checkpoint
+            from repyolo.io.checkpoint import read_checkpoint, training_img_size
 
-            img = (read_checkpoint(weights).get("args") or {}).get("img")
+            img = training_img_size(read_checkpoint(weights))
             if img:
                 LOGGER.info("input size %d (the size %s was trained at; --img to change)", int(img), weights)
                 return int(img)
