@@ -30,6 +30,7 @@ from repyolo.data.config import load_data_config
 from repyolo.data.loader import build_dataloader, set_loader_epoch
 from repyolo.engine.ema import ModelEMA, unwrap
 from repyolo.engine.evaluator import Evaluator
+from repyolo.engine.metrics import nan_to_none
 from repyolo.engine.optim import Schedule, build_optimizer
 from repyolo.engine.precise_bn import recompute_bn_stats
 from repyolo.engine.recipe import resolve_recipe
@@ -39,8 +40,9 @@ from repyolo.loss.detection import build_loss
 from repyolo.nn.model import build_model, load_model_config
 from repyolo.ops.image import to_model_input
 from repyolo.utils.device import select_device
+from repyolo.utils.flops import count_gflops, count_params
 from repyolo.utils.logging import get_logger
-from repyolo.utils.paths import claim_run_dir, ensure_writable_dir
+from repyolo.utils.paths import check_output_dir, claim_run_dir, ensure_writable_dir
 from repyolo.utils.seeding import rng_state, seed_everything, set_rng_state
 
 LOGGER = get_logger(__name__)
@@ -96,17 +98,18 @@ class Trainer:
         self.rank, self.local_rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0
         self.resume_ckpt = None
+        self._tb = None
         run_dir = None
         if args.resume:
             run_dir = self._prepare_resume()
-        self._build()
         if run_dir is None:
             run_dir = Path(self.args.project or DEFAULT_PROJECT) / (self.args.name or DEFAULT_NAME)
+        reuse = self.resume_ckpt is not None or self.args.exist_ok
+        if self.main:  # an unwritable output fails now, before data and model are loaded
+            check_output_dir(run_dir if reuse else run_dir.parent)
+        self._build()
         if self.main:
-            if self.resume_ckpt is not None or self.args.exist_ok:
-                run_dir = ensure_writable_dir(run_dir)
-            else:
-                run_dir = claim_run_dir(run_dir)
+            run_dir = ensure_writable_dir(run_dir) if reuse else claim_run_dir(run_dir)
             ensure_writable_dir(run_dir / "weights")
             removed = remove_stale_temp_files(run_dir / "weights")
             if removed:
@@ -114,6 +117,8 @@ class Trainer:
         self.save_dir = run_dir
         self.args.project, self.args.name = str(run_dir.parent), run_dir.name
         self.wdir = self.save_dir / "weights"
+        if self.main:
+            self._log_start()
 
     # ------------------------------------------------------------------ set-up
     def _prepare_resume(self) -> Path:
@@ -140,6 +145,48 @@ class Trainer:
         self.resume_ckpt = ckpt
         LOGGER.info("resuming %s from epoch %d, writing to %s", path, ckpt.get("epoch", -1) + 1, run_dir)
         return run_dir
+
+    def _log_start(self) -> None:
+        """The run folder and a one-line model summary, before the first epoch."""
+        model = unwrap(self.model)
+        try:
+            gflops = f"{count_gflops(model, self.args.img):.2f} GFLOPs at {self.args.img} px"
+        except Exception as exc:  # noqa: BLE001 - a summary line never stops training
+            gflops = f"GFLOPs not counted ({type(exc).__name__})"
+        names = list(model.names)
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+        LOGGER.info("run folder %s", self.save_dir)
+        LOGGER.info("model %s: %.2fM parameters, %s, %d classes (%s), recipe %s, %d epochs of %d batches",
+                    model.cfg.get("name", "?"), count_params(model) / 1e6, gflops, model.nc, shown,
+                    self.recipe.name, self.args.epochs, self.nb)
+        if self.val_set is not None and self.val_set.report.n_boxes == 0:
+            LOGGER.warning("val: the split has no labels: mAP is undefined, so best.pt follows last.pt "
+                           "(the latest epoch)")
+
+    def _write_args(self) -> None:
+        """``args.yaml``: the run's arguments, the configured hyper-parameters (``hyp``), the recipe,
+        and ``effective``: every value the recipe changed, configured next to what training uses."""
+        h, r = self.hyp, self.recipe
+        effective = {
+            "lr0": {"configured": h.lr0, "effective": r.lr0},
+            "weight_decay": {"configured": h.weight_decay, "effective": r.weight_decay},
+            "warmup": {"configured": f"{h.warmup_epochs:g} epochs"
+                                     + (f", >= {h.warmup_min_iters} iterations" if r.name == "yolov6" else ""),
+                       "effective": f"{r.warmup_iters} iterations"},
+            "accumulate": {"configured": f"to a nominal batch of {h.nominal_batch}"
+                                         if r.name == "yolov6" else "none (small recipe)",
+                           "effective": r.accumulate},
+            "ema_decay": {"configured": h.ema_decay, "effective": r.ema_decay},
+            "ema_tau": {"configured": h.ema_tau, "effective": r.ema_tau},
+            "close_mosaic": {"configured": h.close_mosaic, "effective": r.close_mosaic},
+            "bn_recal_images": {"configured": h.bn_recal_images, "effective": r.bn_recal_images},
+        }
+        header = (f"# repyolo training run. 'hyp' holds the configured hyper-parameters (defaults, model config,\n"
+                  f"# --hyp / --set); the '{r.name}' recipe rescales some of them for this run's length and\n"
+                  f"# batch: 'effective' lists each such value as configured and as used.\n")
+        body = yaml.safe_dump({**self.args.to_dict(), "hyp": h.to_dict(), "recipe": r.to_dict(),
+                               "effective": effective}, sort_keys=False)
+        (self.save_dir / "args.yaml").write_text(header + body)
 
     def _initial_model_config(self) -> tuple[dict, dict | None]:
         """The model config to build and the weights to start from (``--weights``), validated."""
@@ -265,8 +312,7 @@ class Trainer:
     def train(self) -> dict:
         args = self.args
         if self.main:
-            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(
-                {**args.to_dict(), "hyp": self.hyp.to_dict(), "recipe": self.recipe.to_dict()}, sort_keys=False))
+            self._write_args()
             self._tb = self._tensorboard()
             from repyolo.utils.train_plots import plot_labels
 
@@ -406,7 +452,9 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch":
                     self._tb.add_scalar(k, v, epoch + 1)
-        if metrics:
+        if metrics and not math.isfinite(fit):
+            LOGGER.info("epoch %d: mAP undefined (the val split has no labels); best.pt = last.pt", epoch + 1)
+        elif metrics:
             LOGGER.info("epoch %d: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f", epoch + 1, metrics.get("map50", 0),
                         metrics.get("map", 0))
 
@@ -423,6 +471,7 @@ class Trainer:
         metrics = dict(ck.get("metrics") or {})
         summary = {"best_epoch": ck["epoch"] + 1, "epochs": self.args.epochs, "train_time_s": round(elapsed, 1),
                    "recipe": self.recipe.to_dict(), **metrics}
+        summary = nan_to_none(summary)  # an undefined mAP (no val labels) is null, valid JSON
         (self.save_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
         if self._tb is not None:
             self._tb.close()
@@ -432,6 +481,11 @@ class Trainer:
             plot_results(self.save_dir / "results.csv", self.save_dir / "results.png")
         except Exception as exc:  # plots never fail a finished run
             LOGGER.warning("results plot failed: %s", exc)
+        if metrics and summary.get("map") is None:
+            LOGGER.info("mAP undefined: the val split has no labels; best.pt is the last epoch")
+        elif summary.get("map") is not None:
+            LOGGER.info("best epoch %d: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f", summary["best_epoch"], summary["map50"],
+                        summary["map"])
         LOGGER.info("done in %.1f min; weights in %s", elapsed / 60, self.wdir)
         return summary
 
