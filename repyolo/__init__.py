@@ -26,12 +26,17 @@ evaluation and prediction; ``export`` deployment files; ``quant`` INT8; ``api`` 
 """
 from repyolo.version import __version__
 
-__all__ = ["YOLOv6", "build_model", "load_model", "__version__"]
+__all__ = ["YOLO", "YOLOv6", "build_model", "load_model", "__version__"]
 
 
 def __getattr__(name: str):
-    """``repyolo.build_model`` / ``repyolo.load_model`` / ``repyolo.YOLOv6`` (imported on first use,
-    so that ``import repyolo.ops`` stays light and the package root depends on no layer)."""
+    """``repyolo.YOLO`` (the life-cycle API) / ``repyolo.build_model`` / ``repyolo.load_model`` /
+    ``repyolo.YOLOv6`` (the network), imported on first use, so that ``import repyolo.ops`` stays
+    light and the package root depends on no layer."""
+    if name == "YOLO":
+        from repyolo.api.model import YOLO
+
+        return YOLO
     if name in ("YOLOv6", "build_model"):
         from repyolo.nn import model
 

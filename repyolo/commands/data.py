@@ -4,7 +4,7 @@
     repyolo data show DATA [--split train] [--out FILE] [--n 16] [--img 640] [--no-augment]
 
 ``DATA`` is a data YAML, a folder holding ``data.yaml``, or a single source (image folder,
-list file or COCO json).
+list file or COCO json). Calls :func:`repyolo.api.check_data` / :func:`repyolo.api.show_data`.
 """
 from __future__ import annotations
 
@@ -31,106 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_parser=parser)
 
 
-def _open(data: str):
-    """``(config or None, {split: sources}, names)`` for a data YAML or a bare source."""
-    from pathlib import Path
-
-    from repyolo.data.config import load_data_config
-
-    p = Path(data)
-    if p.suffix.lower() in (".yaml", ".yml") or (p.is_dir() and not _has_images(p)):
-        cfg = load_data_config(p)
-        return cfg, {s: getattr(cfg, s) for s in ("train", "val", "test") if getattr(cfg, s)}, cfg.names
-    return None, {"train": [p], "val": [p], "test": [p]}, _names_near(p)
-
-
-def _names_near(p):
-    """Class names from a ``classes.txt`` in the source's folder or up to 3 folders above."""
-    for folder in [p if p.is_dir() else p.parent, *list((p if p.is_dir() else p.parent).parents)[:3]]:
-        f = folder / "classes.txt"
-        if f.is_file():
-            return [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    return None
-
-
-def _has_images(p) -> bool:
-    from repyolo.data.io import is_image_file
-
-    return any(is_image_file(f) for f in p.iterdir())
-
-
-def _dataset(cfg, sources, split, names, **kw):
-    from repyolo.data.dataset import DetectionDataset
-
-    if cfg is not None:
-        return cfg.dataset(split, **kw)
-    return DetectionDataset(sources[split], names=names, prefix=f"{split}: ", **kw)
-
-
 def run(args) -> int:
     if not getattr(args, "data_action", None):
         args._parser.print_help()
         return 2
-    cfg, sources, names = _open(args.data)
     if args.data_action == "check":
-        return _check(args, cfg, sources, names)
-    return _show(args, cfg, sources, names)
+        return _check(args)
+    from repyolo.api import show_data
 
-
-def _check(args, cfg, sources, names) -> int:
-    import json
-    import logging
-
-    from repyolo.utils.logging import get_logger
-
-    splits = list(sources) if args.split == "all" else [args.split]
-    if cfg is None:
-        splits = splits[:1]
-    seen, reports = set(), {}
-    quiet = get_logger("repyolo.data.dataset")
-    old = quiet.level
-    quiet.setLevel(logging.ERROR)  # the summary is printed below instead
-    try:
-        for split in splits:
-            if split not in sources:
-                continue
-            key = tuple(map(str, sources[split]))
-            if key in seen:
-                print(f"{split}: same sources as an earlier split")
-                continue
-            seen.add(key)
-            ds = _dataset(cfg, sources, split, names, workers=args.workers)
-            rep = ds.report
-            reports[split] = rep.to_dict()
-            print(rep.summary(max_issues=args.max_issues))
-            print(f"{split}: class histogram (boxes per class)")
-            print(rep.histogram())
-            if rep.cache_path:
-                print(f"{split}: cache {rep.cache_path}")
-            print()
-    finally:
-        quiet.setLevel(old)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(reports, f, indent=1)
+    out = show_data(args.data, args.out, split=args.split, n=args.n, img=args.img, augment=not args.no_augment,
+                    seed=args.seed, tile=args.tile)
+    print(f"saved {'augmented ' if not args.no_augment else ''}samples of {args.split} to {out}")
     return 0
 
 
-def _show(args, cfg, sources, names) -> int:
-    import numpy as np
+def _check(args) -> int:
+    import json
 
-    from repyolo.data.io import write_image
-    from repyolo.data.visualize import draw_boxes, tile_images
+    from repyolo.api import check_data
+    from repyolo.utils.paths import check_output_path
 
-    ds = _dataset(cfg, sources, args.split, names, img_size=args.img, augment=not args.no_augment)
-    ds.seed = args.seed
-    rng = np.random.default_rng(args.seed)
-    n = max(1, min(args.n, len(ds)))
-    idx = rng.choice(len(ds), size=n, replace=False)
-    tiles = []
-    for i in idx:
-        img, labels, _, _ = ds[int(i)]
-        tiles.append(draw_boxes(img.permute(1, 2, 0).numpy(), labels.numpy(), ds.names))
-    write_image(args.out, tile_images(tiles, tile=args.tile))
-    print(f"saved {n} {'augmented ' if not args.no_augment else ''}samples of {args.split} to {args.out}")
+    if args.json:
+        check_output_path(args.json)
+    reports = check_data(args.data, args.split, workers=args.workers)
+    for split, rep in reports.items():
+        if rep is None:
+            print(f"{split}: same sources as an earlier split")
+            continue
+        print(rep.summary(max_issues=args.max_issues))
+        print(f"{split}: class histogram (boxes per class)")
+        print(rep.histogram())
+        if rep.cache_path:
+            print(f"{split}: cache {rep.cache_path}")
+        print()
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({s: r.to_dict() for s, r in reports.items() if r is not None}, f, indent=1)
     return 0

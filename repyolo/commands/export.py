@@ -1,4 +1,5 @@
-"""``repyolo export``: a checkpoint to ONNX / OpenVINO / TorchScript (fused, self-describing)."""
+"""``repyolo export``: a checkpoint to ONNX / OpenVINO / TorchScript (fused, self-describing);
+calls :meth:`repyolo.api.YOLO.export`."""
 from __future__ import annotations
 
 import argparse
@@ -7,15 +8,16 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="repyolo checkpoint (.pt) or an official YOLOv6 checkpoint")
     p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript"])
-    p.add_argument("--img", type=int, nargs="+", default=[640], metavar="S",
-                   help="input size: S or H W (multiples of the stride; default 640)")
+    p.add_argument("--img", type=int, nargs="+", default=None, metavar="S",
+                   help="input size: S or H W, multiples of the stride (default: the size the checkpoint was "
+                        "trained at, else the model's: 640, P6 1280)")
     p.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (onnx, openvino)")
     p.add_argument("--half", action="store_true",
                    help="fp16 (onnx: for GPU providers; openvino: fp16 weights; torchscript: CUDA only)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 13..20 (default 13)")
     p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True,
-                   help="simplify the ONNX graph with onnxslim (default on)")
+                   help="simplify the ONNX graph with onnxslim")
     p.add_argument("--nms", action="store_true",
                    help="end-to-end graph with class-aware NMS: outputs num_dets, det_boxes, det_scores, det_classes")
     p.add_argument("--max-det", type=int, default=100, help="--nms: detections per image (default 100)")
@@ -32,22 +34,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from repyolo.api import YOLO
     from repyolo.errors import RepyoloError
-    from repyolo.export.exporter import export_model
     from repyolo.export.onnx import DEFAULT_OPSET
 
-    if len(args.img) not in (1, 2):
+    if args.img is not None and len(args.img) not in (1, 2):
         raise RepyoloError(f"--img takes one size or H W, got {args.img}")
-    img = args.img[0] if len(args.img) == 1 else tuple(args.img)
+    img = None if args.img is None else args.img[0] if len(args.img) == 1 else tuple(args.img)
+    model = YOLO(args.weights)
     if args.int8:
-        from repyolo.quant import export_int8
-
-        path = export_int8(args.weights, args.format, data=args.data, img_size=img, output=args.output,
-                           calib=args.calib, batch=args.batch, dynamic=args.dynamic, half=args.half, nms=args.nms)
+        path = model.export(args.format, img=img, output=args.output, int8=True, data=args.data, calib=args.calib,
+                            batch=args.batch, dynamic=args.dynamic, half=args.half, nms=args.nms)
     else:
-        path = export_model(
-            args.weights, args.format, img_size=img, batch=args.batch, dynamic=args.dynamic, half=args.half,
-            opset=args.opset or DEFAULT_OPSET, simplify=args.simplify, nms=args.nms, max_det=args.max_det,
-            conf=args.conf, iou=args.iou, multi_label=args.multi_label, output=args.output)
+        path = model.export(args.format, img=img, output=args.output, batch=args.batch, dynamic=args.dynamic,
+                            half=args.half, opset=args.opset or DEFAULT_OPSET, simplify=args.simplify,
+                            nms=args.nms, max_det=args.max_det, conf=args.conf, iou=args.iou,
+                            multi_label=args.multi_label)
     print(path)
     return 0

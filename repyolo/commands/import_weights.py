@@ -3,12 +3,12 @@
 The official file is read without running code from it (see :mod:`repyolo.io.official`); the
 architecture is inferred from its keys and shapes (or forced with ``--model``), every tensor is
 checked to land in the repyolo model, and the result is written as a repyolo checkpoint that
-``train --weights``, ``val``, ``predict`` and ``export`` take like any other.
+``train --weights``, ``val``, ``predict`` and ``export`` take like any other. Calls
+:func:`repyolo.api.import_weights`.
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,19 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repyolo.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-    from repyolo.io.official import convert_official
+    from repyolo.api import import_weights
 
-    src = Path(args.weights)
-    out = Path(args.output) if args.output else src.with_name(f"{src.stem}_repyolo.pt")
-    if out.resolve() == src.resolve():
-        from repyolo.errors import RepyoloError
-
-        raise RepyoloError(f"{out}: the output would overwrite the official file; choose another -o")
-    ckpt = convert_official(src, keep_aux=not args.no_aux, model=args.model)
-    save_checkpoint(ckpt, out)
-    model_from_checkpoint(read_checkpoint(out))  # the written file loads into its model
-    s = ckpt["args"]["import"]
+    out, s = import_weights(args.weights, args.output, model=args.model, keep_aux=not args.no_aux)
     rows = [
         ("model", f"{s['model']}" + (" (forced)" if args.model else " (inferred)")),
         ("family", s.get("family", "?")),

@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(qat)
     qat.add_argument("--epochs", type=int, required=True, help="fine-tuning epochs")
     qat.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
-    qat.add_argument("--lr", type=float, default=1e-4, help="initial learning rate (SGD, cosine decay; default 1e-4)")
+    qat.add_argument("--lr", type=float, default=1e-4, help="initial learning rate (SGD, cosine decay)")
     qat.add_argument("--cwd-weight", type=float, default=1.0, help="weight of the channel-wise distillation loss")
     qat.add_argument("--cwd-tau", type=float, default=1.0, help="CWD temperature")
     qat.add_argument("--augment", default="light", choices=("light", "none"),
@@ -91,8 +91,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repyolo.quant.qdq import default_img_size
+    from repyolo.quant.qdq import default_img_size, default_output
+    from repyolo.utils.paths import check_output_path
 
+    # unwritable outputs fail now, before calibration or training
+    if args.quant_mode != "sensitivity":
+        check_output_path(args.output or default_output(args.weights, "_int8" if args.quant_mode == "ptq"
+                                                        else "_qat_int8"))
+    if getattr(args, "json", None):
+        check_output_path(args.json)
     if args.img is None:
         args.img = default_img_size(args.weights)
     mode = args.quant_mode

@@ -2,7 +2,8 @@
 
 The options are generated from :class:`repyolo.cfg.settings.TrainArgs`; hyper-parameters are set
 with ``--hyp FILE`` / ``--set key=value`` / ``--recipe`` and checked against
-:class:`repyolo.cfg.settings.Hyp` before anything starts (``--help-hyp`` lists them).
+:class:`repyolo.cfg.settings.Hyp` before anything starts (``--help-hyp`` lists them). The run is
+:func:`repyolo.api.run_training`, the same code path as ``YOLO(...).train(...)``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML of hyper-parameter overrides (keys: see --help-hyp)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="hyper-parameter overrides")
     p.add_argument("--recipe", choices=["auto", "yolov6", "small"], default=None,
-                   help="schedule: published YOLOv6 constants, or scaled for short runs (default auto)")
+                   help="schedule: published YOLOv6 constants, or scaled for short runs (default: auto)")
     p.add_argument("--help-hyp", action=_HypHelp)
 
 
@@ -52,7 +53,7 @@ def train_args(args: argparse.Namespace) -> TrainArgs:
 
 
 def run(args: argparse.Namespace) -> int:
-    from repyolo.engine.trainer import Trainer
+    from repyolo.api import run_training
 
-    Trainer(train_args(args)).train()
+    run_training(train_args(args))
     return 0

@@ -1,25 +1,28 @@
 """``repyolo val``: COCO mAP of a model on a data set split, or of a COCO results file.
 
-    repyolo val --weights W --data DATA --img S [--batch B] [--conf 0.03] [--iou 0.65] [--json OUT]
+    repyolo val --weights W --data DATA [--img S] [--batch B] [--conf 0.03] [--iou 0.65] [--json OUT]
     repyolo val --predictions P.json --data DATA [--split val] [--json OUT]
 
-Prints the per-class table (name, images, instances, P, R, AP50, AP50-95) and writes the result
-dict (see :mod:`repyolo.engine.evaluator`) to ``--json``.
+Prints the per-class table (name, images, instances, P, R, AP50, AP50-95), writes
+``predictions.json``, the PR curve and the confusion matrix to a new ``runs/val/exp`` (``exp2``
+...; ``--project`` / ``--name`` / ``--save-dir`` to choose, ``--no-save`` for none) and the
+result dict (see :mod:`repyolo.engine.evaluator`) to ``--json``. Calls :meth:`repyolo.api.YOLO.val`
+(or :func:`repyolo.api.score_predictions`).
 """
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="checkpoint (.pt), ONNX model or OpenVINO folder")
     src.add_argument("--predictions", help="COCO results JSON to score without a model")
-    p.add_argument("--data", required=True, help="data YAML (or data set folder)")
+    p.add_argument("--data", default=None,
+                   help="data YAML (or data set folder); default: the data the checkpoint was trained on")
     p.add_argument("--split", default="val", choices=("val", "train", "test"), help="split to evaluate")
-    p.add_argument("--img", type=int, default=640, help="input size (long side)")
+    p.add_argument("--img", type=int, default=None,
+                   help="input size, long side (default: the checkpoint's training size, else 640)")
     p.add_argument("--batch", type=int, default=32, help="batch size")
     p.add_argument("--conf", type=float, default=0.03, help="confidence threshold (YOLOv6 eval: 0.03)")
     p.add_argument("--iou", type=float, default=0.65, help="NMS IoU threshold (YOLOv6 eval: 0.65)")
@@ -29,43 +32,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-rect", action="store_true", help="square letterbox instead of rectangular batches")
     p.add_argument("--device", default="cpu", help="cpu, 0 (CUDA device) or cuda:N")
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
-    p.add_argument("--save-dir", default=None, help="write predictions.json, pr_curve.png, confusion_matrix.png here")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy)")
+    p.add_argument("--project", default="runs/val", help="folder of the evaluation runs")
+    p.add_argument("--name", default="exp", help="run name (a new exp2, exp3 ... when it exists)")
+    p.add_argument("--exist-ok", action="store_true", help="write into an existing PROJECT/NAME")
+    p.add_argument("--save-dir", default=None, help="write predictions.json and the plots here instead")
+    p.add_argument("--no-save", action="store_true", help="write no run folder (only --json, when given)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PR curve / confusion matrix")
     p.add_argument("--json", default=None, help="write the metrics as JSON to this file")
 
 
-def _write_json(path: str, results: dict) -> None:
-    from repyolo.engine.evaluator import to_json
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(to_json(results), indent=2), encoding="utf-8")
-
-
 def run(args: argparse.Namespace) -> int:
-    from repyolo.data.config import load_data_config
-    from repyolo.engine.evaluator import Evaluator, format_table, scores_from_predictions
-    from repyolo.utils.device import select_device
-    from repyolo.utils.logging import get_logger
+    from repyolo.api import YOLO, score_predictions
+    from repyolo.engine.evaluator import format_table
+    from repyolo.errors import RepyoloError
 
-    log = get_logger("repyolo.val")
-    cfg = load_data_config(args.data)
+    out = dict(plots=not args.no_plots, save=not args.no_save, save_dir=args.save_dir, project=args.project,
+               name=args.name, exist_ok=args.exist_ok, json_out=args.json, conf_thres_pr=args.conf_thres_pr)
     if args.predictions:
-        ds = cfg.dataset(args.split, img_size=args.img, augment=False, rect=False)
-        results = scores_from_predictions(args.predictions, ds.coco_gt(), names=list(ds.names),
-                                          conf_thres_pr=args.conf_thres_pr, save_dir=args.save_dir,
-                                          plots=not args.no_plots and args.save_dir is not None)
+        if not args.data:
+            raise RepyoloError("--predictions needs --data (the data set the predictions are for)")
+        results = score_predictions(args.predictions, args.data, split=args.split, **out)
     else:
-        evaluator = Evaluator(data=cfg, split=args.split, img_size=args.img, batch_size=args.batch,
-                              workers=args.workers, rect=not args.no_rect, conf_thres=args.conf,
-                              iou_thres=args.iou, max_det=args.max_det, conf_thres_pr=args.conf_thres_pr,
-                              save_dir=args.save_dir, plots=not args.no_plots, device=select_device(args.device))
-        results = evaluator(args.weights)
+        model = YOLO(args.weights, device=args.device)
+        results = model.val(args.data, split=args.split, img=args.img, batch=args.batch, conf=args.conf,
+                            iou=args.iou, max_det=args.max_det, rect=not args.no_rect, workers=args.workers,
+                            threads=args.threads, **out)
     print(format_table(results))
     print(f"mAP@0.5:0.95 {results['map']:.4f}  mAP@0.5 {results['map50']:.4f}  mAP@0.75 {results['map75']:.4f}")
-    if args.json:
-        _write_json(args.json, results)
-        log.info("metrics written to %s", args.json)
-    if args.save_dir:
-        log.info("results saved to %s", args.save_dir)
     return 0

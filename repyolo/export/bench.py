@@ -117,34 +117,92 @@ def summarize(ms: list[float], batch: int) -> dict:
             "std_ms": round(float(a.std()), 3), "throughput_ips": round(batch * 1e3 / median, 2), "runs": len(ms)}
 
 
-def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=("torch", "onnx", "openvino"),
-              batch: int = 1, threads: int | None = None, warmup: int = 5, runs: int = 30, fuse: bool = True,
-              workdir: str | Path | None = None, seed: int = 0) -> dict:
-    """Measure ``weights`` (checkpoint, model name/YAML or model) on ``backends``.
+def exported_kind(weights) -> str | None:
+    """``'onnx' | 'openvino' | 'torchscript'`` for an exported model file (or OpenVINO folder), else ``None``."""
+    if isinstance(weights, torch.nn.Module):
+        return None
+    path = Path(str(weights))
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".torchscript":
+        return "torchscript"
+    if suffix == ".xml" or path.is_dir():
+        return "openvino"
+    return None
 
-    Returns ``{"model", "img", "batch", "threads", "warmup", "runs", "fused", "gflops", "cpu",
-    "versions", "results": {backend: {"median_ms", "p90_ms", "mean_ms", "min_ms", "std_ms",
-    "throughput_ips", "runs"}}}`` (throughput in images/s from the median latency).
-    """
-    from repyolo.utils.flops import count_gflops
 
+def _backend_names(backends, kind: str | None, weights) -> list[str]:
+    """The backends to time: the given ones (checked), or the default for the weights' kind."""
+    if backends is None:
+        return [kind] if kind else ["torch", "onnx", "openvino"]
     names = [b.strip() for b in (backends.split(",") if isinstance(backends, str) else backends) if b.strip()]
     bad = [b for b in names if b not in BACKENDS]
     if bad or not names:
         raise RepyoloError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
+    allowed = {"onnx": ("onnx",), "torchscript": ("torchscript",), "openvino": ("openvino", "openvino-bf16")}
+    if kind and any(b not in allowed[kind] for b in names):
+        raise RepyoloError(f"{weights}: an exported {kind} model runs on the {' / '.join(allowed[kind])} backend "
+                           f"only (asked: {', '.join(names)}); to compare runtimes, bench the .pt checkpoint")
+    return names
+
+
+def _exported_backends(weights, kind: str, names: list[str], img_size, batch: int, threads):
+    """``(backends, (h, w), batch)`` for an exported file: its own fixed input size and batch win."""
+    from repyolo.runtime import load_backend
+
+    built = {n: load_backend(weights, threads=threads, **({"precision": "bf16"} if n.endswith("bf16") else {}))
+             for n in names}
+    first = next(iter(built.values()))
+    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if first.img_size is not None and tuple(first.img_size) != (h, w):
+        LOGGER.info("%s takes a fixed %dx%d input: timing at that size", weights, *first.img_size)
+        h, w = (int(v) for v in first.img_size)
+    elif h % first.stride or w % first.stride:
+        raise RepyoloError(f"--img {h}x{w}: must be a multiple of the stride {first.stride}")
+    if first.batch and first.batch != batch:
+        LOGGER.info("%s has a fixed batch of %d: timing that batch", weights, first.batch)
+        batch = int(first.batch)
+    return built, (h, w), batch
+
+
+def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=None,
+              batch: int = 1, threads: int | None = None, warmup: int = 5, runs: int = 30, fuse: bool = True,
+              workdir: str | Path | None = None, seed: int = 0) -> dict:
+    """Measure ``weights`` on ``backends``: a checkpoint, a model name/YAML or a model (exported on
+    the fly for each runtime; default torch, onnx, openvino), or an exported file (``.onnx``,
+    OpenVINO folder, ``.torchscript``: timed on its own runtime, at its own fixed size and batch).
+
+    Returns ``{"model", "img", "batch", "threads", "warmup", "runs", "fused", "gflops", "cpu",
+    "versions", "results": {backend: {"median_ms", "p90_ms", "mean_ms", "min_ms", "std_ms",
+    "throughput_ips", "runs"}}}`` (throughput in images/s from the median latency; ``gflops`` is
+    ``None`` for an exported file).
+    """
+    from repyolo.utils.flops import count_gflops
+
+    kind = exported_kind(weights)
+    names = _backend_names(backends, kind, weights)
     if runs < 1 or warmup < 0 or batch < 1:
         raise RepyoloError("bench needs --runs >= 1, --warmup >= 0, --batch >= 1")
-    model, source = _load_source(weights)
-    h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if h % model.max_stride or w % model.max_stride:
-        raise RepyoloError(f"--img {h}x{w}: must be a multiple of the stride {model.max_stride}")
     if threads:
         torch.set_num_threads(int(threads))
-    gflops = count_gflops(copy.deepcopy(model).fuse(), (h, w), batch)  # the deploy model's work, for every backend
-    x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
-    with tempfile.TemporaryDirectory(prefix="repyolo_bench_", dir=workdir) as tmp:
-        built = build_backends(model, names, (h, w), batch, threads, fuse, Path(tmp))
+    if kind:
+        if not Path(str(weights)).exists():
+            raise RepyoloError(f"{weights}: model file not found")
+        built, (h, w), batch = _exported_backends(weights, kind, names, img_size, batch, threads)
+        source, gflops, fuse = str(weights), None, True
+        x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
         times = time_round_robin(built, x, warmup, runs)
+    else:
+        model, source = _load_source(weights)
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if h % model.max_stride or w % model.max_stride:
+            raise RepyoloError(f"--img {h}x{w}: must be a multiple of the stride {model.max_stride}")
+        gflops = count_gflops(copy.deepcopy(model).fuse(), (h, w), batch)  # the deploy model's work, for every backend
+        x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
+        with tempfile.TemporaryDirectory(prefix="repyolo_bench_", dir=workdir) as tmp:
+            built = build_backends(model, names, (h, w), batch, threads, fuse, Path(tmp))
+            times = time_round_robin(built, x, warmup, runs)
     versions = {"torch": torch.__version__}
     for mod in ("onnxruntime", "openvino"):
         try:
@@ -152,18 +210,21 @@ def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=("torch",
         except ImportError:
             pass
     return {"model": source, "img": [h, w], "batch": batch, "threads": threads or torch.get_num_threads(),
-            "warmup": warmup, "runs": runs, "fused": fuse, "gflops": round(gflops, 3), "cpu": cpu_name(),
+            "warmup": warmup, "runs": runs, "fused": fuse, "gflops": None if gflops is None else round(gflops, 3),
+            "cpu": cpu_name(),
             "versions": versions, "results": {name: summarize(ms, batch) for name, ms in times.items()}}
 
 
 def format_table(result: dict) -> str:
     """Markdown table of a :func:`benchmark` result."""
     h, w = result["img"]
+    gflops = result.get("gflops")
+    work = f"{gflops:.2f} GFLOPs" if gflops is not None else "GFLOPs unknown (exported file)"
     lines = [f"{result['model']}  {h}x{w}  batch {result['batch']}  threads {result['threads']}  "
-             f"{result['gflops']:.2f} GFLOPs  ({result['runs']} interleaved runs, {result['cpu']})",
+             f"{work}  ({result['runs']} interleaved runs, {result['cpu']})",
              "", "| backend | median ms | p90 ms | min ms | img/s | GFLOP/s |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in result["results"].items():
-        achieved = result["gflops"] / (r["median_ms"] / 1e3)
+        achieved = f"{gflops / (r['median_ms'] / 1e3):.1f}" if gflops is not None else "-"
         lines.append(f"| {name} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['min_ms']:.2f} | "
-                     f"{r['throughput_ips']:.1f} | {achieved:.1f} |")
+                     f"{r['throughput_ips']:.1f} | {achieved} |")
     return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Converting an official YOLOv6 checkpoint into a repyolo one (``repyolo import-weights``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from repyolo.errors import RepyoloError
+from repyolo.utils.paths import check_output_path
+
+
+def import_weights(weights: str | Path, output: str | Path | None = None, model: str | None = None,
+                   keep_aux: bool = True) -> tuple[Path, dict]:
+    """Convert the official checkpoint ``weights`` (read without running code from it) and write it
+    as a repyolo checkpoint (default ``<name>_repyolo.pt`` beside it), checked to load back.
+    ``model`` forces the architecture instead of inferring it; ``keep_aux=False`` drops the
+    training-only head branches. Returns ``(written path, import summary)``."""
+    from repyolo.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+    from repyolo.io.official import convert_official
+
+    src = Path(weights)
+    out = Path(output) if output else src.with_name(f"{src.stem}_repyolo.pt")
+    if out.resolve() == src.resolve():
+        raise RepyoloError(f"{out}: the output would overwrite the official file; choose another -o")
+    check_output_path(out)
+    ckpt = convert_official(src, keep_aux=keep_aux, model=model)
+    save_checkpoint(ckpt, out)
+    model_from_checkpoint(read_checkpoint(out))  # the written file loads into its model
+    return out, ckpt["args"]["import"]
