@@ -47,7 +47,7 @@ def _dataset(cfg, sources, split, names, **kw):
 
     if cfg is not None:
         return cfg.dataset(split, **kw)
-    return DetectionDataset(sources[split], names=names, prefix=f"{split}: ", **kw)
+    return DetectionDataset(sources[split], names=names, prefix=f"{sources[split][0]}: ", **kw)
 
 
 def check_data(data: str | Path, split: str = "all", workers: int | None = None) -> dict:

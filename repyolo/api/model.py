@@ -212,6 +212,7 @@ class YOLO:
         from repyolo.data.config import load_data_config
         from repyolo.engine.evaluator import Evaluator
 
+        _check_thresholds(conf, iou)
         data = self._val_data(data)
         if json_out:
             check_output_path(json_out)
@@ -263,6 +264,7 @@ class YOLO:
         """
         from repyolo.engine.predictor import Predictor
 
+        _check_thresholds(conf, iou)
         writing = dict(save_img=save, save_txt=save_txt, save_json=save_json, line_width=line_width,
                        hide_labels=hide_labels, hide_conf=hide_conf)
         if save or save_txt or save_json:
@@ -324,7 +326,7 @@ class YOLO:
         ``half``, ``opset``, ``simplify``, ``nms``, ``max_det``, ``conf``, ``iou``, ``multi_label``).
         ``int8=True`` quantizes (post-training, calibrated on ``calib`` train images of ``data``).
         Returns the written path (beside the checkpoint unless ``output``)."""
-        from repyolo.export.exporter import FORMATS, default_output, export_model
+        from repyolo.export.exporter import FORMATS, default_output, export_model, input_size
 
         model = self._need_model("export")
         weights = self.source if self.kind == "checkpoint" else model
@@ -332,6 +334,7 @@ class YOLO:
         fmt = str(format).lower()
         if fmt not in FORMATS:
             raise RepyoloError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+        input_size(img, model.max_stride)  # a wrong size fails before the model is fused
         if int8:
             from repyolo.quant import export_int8
             from repyolo.quant.qdq import default_output as int8_output
@@ -391,6 +394,13 @@ class Detector(YOLO):
     def val(self, data, split: str = "val", img_size: int | None = None, batch_size: int = 32, **kwargs) -> dict:
         kwargs.setdefault("save", False)
         return super().val(data, split=split, img=img_size or self._settings["img"], batch=batch_size, **kwargs)
+
+
+def _check_thresholds(conf: float, iou: float) -> None:
+    if not 0.0 <= conf <= 1.0:
+        raise RepyoloError(f"--conf {conf}: a score threshold between 0 and 1")
+    if not 0.0 < iou <= 1.0:
+        raise RepyoloError(f"--iou {iou}: an IoU threshold above 0 and at most 1")
 
 
 def _threads(threads: int | None) -> dict:

@@ -14,14 +14,28 @@ def import_weights(weights: str | Path, output: str | Path | None = None, model:
     ``model`` forces the architecture instead of inferring it; ``keep_aux=False`` drops the
     training-only head branches. Returns ``(written path, import summary)``."""
     from repyolo.io.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-    from repyolo.io.official import convert_official
+    from repyolo.io.official import convert_official, looks_official
 
     src = Path(weights)
     out = Path(output) if output else src.with_name(f"{src.stem}_repyolo.pt")
     if out.resolve() == src.resolve():
         raise RepyoloError(f"{out}: the output would overwrite the official file; choose another -o")
     check_output_path(out)
+    if src.is_file() and not looks_official(src) and _is_repyolo_checkpoint(src):
+        raise RepyoloError(f"{src}: already a repyolo checkpoint (nothing to import): use it directly with "
+                           "--weights")
     ckpt = convert_official(src, keep_aux=keep_aux, model=model)
     save_checkpoint(ckpt, out)
     model_from_checkpoint(read_checkpoint(out))  # the written file loads into its model
     return out, ckpt["args"]["import"]
+
+
+def _is_repyolo_checkpoint(path: Path) -> bool:
+    from repyolo.errors import CheckpointError
+    from repyolo.io.checkpoint import read_checkpoint
+
+    try:
+        read_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True

@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None,
                    help="comma list of torch, torch-unfused, torchscript, onnx, openvino, openvino-bf16 "
                         "(default: torch,onnx,openvino; an exported file: its own runtime)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--threads", type=int, default=None, help="threads per backend (default: all cores)")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls per backend first (default 5)")
     p.add_argument("--runs", type=int, default=30, help="timed calls per backend, interleaved (default 30)")

@@ -45,7 +45,12 @@ def run(args) -> int:
         args._parser.print_help()
         return 2
     from repyolo.data.convert import coco_to_yolo, voc_to_yolo, yolo_to_coco
+    from repyolo.utils.paths import check_output_dir, check_output_path
 
+    if action == "yolo2coco":
+        check_output_path(args.out)
+    else:
+        check_output_dir(args.out)
     mode = "copy" if getattr(args, "copy", False) else "symlink"
     if action == "voc2yolo":
         splits = _names(args.splits)

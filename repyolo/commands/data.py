@@ -15,18 +15,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_action", metavar="ACTION")
     c = sub.add_parser("check", help="check images and labels; print counts, issues and a class histogram")
     c.add_argument("data", help="data YAML, folder with data.yaml, image folder, list file or COCO json")
-    c.add_argument("--split", default="all", choices=["train", "val", "test", "all"])
+    c.add_argument("--split", default="all", choices=["train", "val", "test", "all"], help="split(s) to check")
     c.add_argument("--workers", type=int, default=None, help="checking threads (default: CPU count)")
     c.add_argument("--max-issues", type=int, default=50, help="issues listed per split (default 50)")
     c.add_argument("--json", default=None, help="also write the reports as JSON to this file")
     s = sub.add_parser("show", help="save a grid of (augmented) samples with their boxes")
     s.add_argument("data", help="data YAML, folder with data.yaml, image folder, list file or COCO json")
-    s.add_argument("--split", default="train", choices=["train", "val", "test"])
+    s.add_argument("--split", default="train", choices=["train", "val", "test"], help="split to sample")
     s.add_argument("--out", default="data_show.jpg", help="output image (default data_show.jpg)")
     s.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     s.add_argument("--img", type=int, default=640, help="network input size (default 640)")
     s.add_argument("--no-augment", action="store_true", help="letterboxed samples without augmentation")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the sample choice and augmentation")
     s.add_argument("--tile", type=int, default=400, help="pixels per sample in the grid (default 400)")
     parser.set_defaults(_parser=parser)
 
@@ -59,10 +59,10 @@ def _check(args) -> int:
             print(f"{split}: same sources as an earlier split")
             continue
         print(rep.summary(max_issues=args.max_issues))
-        print(f"{split}: class histogram (boxes per class)")
+        print(f"{rep.prefix}class histogram (boxes per class)")
         print(rep.histogram())
         if rep.cache_path:
-            print(f"{split}: cache {rep.cache_path}")
+            print(f"{rep.prefix}cache {rep.cache_path}")
         print()
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

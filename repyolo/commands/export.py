@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="repyolo checkpoint (.pt) or an official YOLOv6 checkpoint")
-    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript"])
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript"], help="output format")
     p.add_argument("--img", type=int, nargs="+", default=None, metavar="S",
                    help="input size: S or H W, multiples of the stride (default: the size the checkpoint was "
                         "trained at, else the model's: 640, P6 1280)")

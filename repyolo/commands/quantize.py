@@ -91,6 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from repyolo.data.config import load_data_config
     from repyolo.quant.qdq import default_img_size, default_output
     from repyolo.utils.paths import check_output_path
 
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                                                         else "_qat_int8"))
     if getattr(args, "json", None):
         check_output_path(args.json)
+    load_data_config(args.data)  # a wrong --data fails before the FP32 export and calibration
     if args.img is None:
         args.img = default_img_size(args.weights)
     mode = args.quant_mode

@@ -51,6 +51,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _find_voc_root(root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"{root}: VOC folder not found" if not root.exists() else f"{root}: not a folder")
     if (root / "Annotations").is_dir():
         return root
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):

@@ -86,6 +86,17 @@ def _run_dir_of(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "weights" else checkpoint.parent
 
 
+def _check_latest(path: Path, epoch: int) -> None:
+    """Refuse to resume from a checkpoint older than the ``last.pt`` beside it (``best.pt`` of a
+    later run, say): resuming would overwrite the later epochs."""
+    last = path.parent / "last.pt"
+    if last.is_file() and last.resolve() != path.resolve():
+        later = int(read_checkpoint(last).get("epoch", -1))
+        if later > epoch:
+            raise RepyoloError(f"{path}: epoch {epoch + 1}, but {last} beside it has reached epoch {later + 1}; "
+                               f"resume from {last} (resuming this file would overwrite the later epochs)")
+
+
 class Trainer:
     """Builds data, model, loss, optimizer and runs the epochs. ``Trainer(args).train() -> metrics dict``.
 
@@ -142,6 +153,7 @@ class Trainer:
         self.args = TrainArgs.from_dict(saved)
         if int(ckpt.get("epoch", -1)) + 1 >= self.args.epochs:
             raise RepyoloError(f"{path}: training already finished ({self.args.epochs} epochs)")
+        _check_latest(path, int(ckpt.get("epoch", -1)))
         self.resume_ckpt = ckpt
         LOGGER.info("resuming %s from epoch %d, writing to %s", path, ckpt.get("epoch", -1) + 1, run_dir)
         return run_dir

@@ -41,7 +41,8 @@ def deploy_model(weights_or_model) -> torch.nn.Module:
     return model
 
 
-def _img_size(img_size, stride: int) -> tuple[int, int]:
+def input_size(img_size, stride: int) -> tuple[int, int]:
+    """``(H, W)`` of an int or a pair, checked to be positive multiples of ``stride``."""
     h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(int(s) for s in img_size)
     if h <= 0 or w <= 0 or h % stride or w % stride:
         raise RepyoloError(f"--img {h}x{w}: height and width must be positive multiples of the model stride {stride}")
@@ -90,7 +91,7 @@ def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tupl
             raise RepyoloError(f"--nms needs max_det >= 1, 0 <= conf < 1, 0 < iou <= 1 "
                                f"(got {max_det}, {conf}, {iou})")
     model = deploy_model(weights_or_model)
-    size = _img_size(img_size, model.max_stride)
+    size = input_size(img_size, model.max_stride)
     nms_cfg = {"max_det": int(max_det), "conf": float(conf), "iou": float(iou),
                "multi_label": bool(multi_label)} if nms else None
     out = Path(output) if output else default_output(weights_or_model, model, fmt)

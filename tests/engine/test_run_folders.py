@@ -216,3 +216,17 @@ def test_unwritable_project_fails_before_any_work(synthetic_data, tiny_model_yam
     assert main([*common, "--project", str(readonly)]) == 2
     assert f"{readonly}" in repyolo_log.text() and "not writable" in repyolo_log.text()
     assert not any(readonly.iterdir())
+
+
+def test_resume_from_an_older_checkpoint_than_last_pt_is_refused(interrupted_run, tmp_path, repyolo_log):
+    from repyolo.io.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_run, run)
+    later = read_checkpoint(run / "weights" / "last.pt")
+    later["epoch"], later["args"] = 1, {**later["args"], "epochs": 3}
+    save_checkpoint(later, run / "weights" / "last.pt")  # last.pt went on; best.pt stayed at epoch 1
+    before = _tree_digest(run)
+    assert main(["train", "--resume", str(run / "weights" / "best.pt"), "--workers", "0"]) == 2
+    assert "resume from" in repyolo_log.text() and "last.pt" in repyolo_log.text()
+    assert _tree_digest(run) == before
