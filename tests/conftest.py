@@ -62,6 +62,19 @@ def tiny_model_yaml(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_repyolo_logger():
+    """Undo what a CLI call's ``setup_logging`` did to the ``repyolo`` logger (level, a handler on
+    that test's captured stderr, propagation off), so later tests see the logger as it was
+    (``caplog`` included)."""
+    logger = logging.getLogger("repyolo")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    logger.handlers[:] = saved[2]
+
+
 class _ListHandler(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)

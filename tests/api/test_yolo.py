@@ -148,3 +148,12 @@ def test_threads_reach_the_evaluator_predictor_and_trainer(trained, synthetic_da
     assert seen == {"val": 1, "predict": 1, "demo": 1}
     main(["val", "--weights", trained.source, "--no-save"])
     assert seen["val"] == "absent"  # not given: the components' own thread policy
+
+
+def test_cli_val_writes_runs_val_exp_by_default(trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for expected in ("exp", "exp2"):
+        assert main(["val", "--weights", trained.source]) == 0  # data: the checkpoint's own
+        run = tmp_path / "runs" / "val" / expected
+        assert (run / "pr_curve.png").is_file() and (run / "confusion_matrix.png").is_file()
+    assert "mAP@0.5:0.95" in capsys.readouterr().out
