@@ -95,9 +95,8 @@ def bundled_name(name: str) -> str | None:
     ``yolov6lite_s``, ``yolov6s_mbla``, ``yolov6n_qa``, ``yolov6l6.py``), case-insensitive.
     Official ``.py`` configs are matched by name only, never read or executed."""
     stem = Path(str(name)).name
-    for suffix in (".py", ".yaml", ".yml"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
+    if stem.lower().endswith(".py"):
+        stem = stem[:-3]
     candidates = [stem, stem.lower()]
     canonical = stem.lower()
     for pattern, repl in _OFFICIAL_SPELLINGS:
@@ -107,12 +106,15 @@ def bundled_name(name: str) -> str | None:
 
 
 def resolve_model_path(name_or_yaml: str | Path) -> Path:
-    """The YAML file a model argument names: an existing ``.yaml`` / ``.yml`` file, else a bundled
-    config by name (:func:`bundled_name`). Raises :class:`ConfigError` listing the bundled names."""
+    """The YAML file a model argument names: a ``.yaml`` / ``.yml`` path (which must exist), else a
+    bundled config by name (:func:`bundled_name`). Raises :class:`ConfigError` listing the bundled names."""
     text = str(name_or_yaml)
     path = Path(text)
-    if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
-        return path
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if path.is_file():
+            return path
+        raise ConfigError(f"model config {text!r} not found (bundled configs are named without a path: "
+                          f"{', '.join(available_models())})")
     name = bundled_name(text)
     if name is not None:
         return CFG_DIR / f"{name}.yaml"

@@ -54,9 +54,9 @@ def test_user_yaml_wins_over_bundled_names(tmp_path):
     assert load_model_config(path)["width_multiple"] == 0.125
 
 
-@pytest.mark.parametrize("name", ["yolov6xxl", "yolov6s_finetune.py", "", "resnet50"])
+@pytest.mark.parametrize("name", ["yolov6xxl", "yolov6s_finetune.py", "", "resnet50", "cfgs/yolov6s.yaml"])
 def test_unknown_names_list_what_exists(name):
-    with pytest.raises(ConfigError, match="unknown model") as err:
+    with pytest.raises(ConfigError, match="unknown model|not found") as err:
         load_model_config(name)
     message = str(err.value)
     assert "\n" not in message and "yolov6lite-s" in message and "yolov6n-base" in message
