@@ -1,6 +1,7 @@
 """Shared test fixtures: the real data sets beside the repo (skipped with a reason when absent)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -37,3 +38,16 @@ def bccd() -> Path:
 def demo_images() -> Path:
     """``../shared/datasets/demo_images`` (5 unlabelled photos)."""
     return _dataset("demo_images")
+
+
+@pytest.fixture(autouse=True)
+def _reset_repyolo_logger():
+    """Undo what an in-process ``repyolo.cli.main`` call leaves on the ``repyolo`` logger: a handler on
+    the stderr pytest captured for that test (closed afterwards) and ``propagate = False`` (which hides
+    later tests' records from ``caplog``). Each test starts from the import-time state."""
+    yield
+    logger = logging.getLogger("repyolo")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
