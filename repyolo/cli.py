@@ -21,7 +21,7 @@ COMMANDS = {
     "export": ("export", "export to ONNX / OpenVINO / TorchScript"),
     "quantize": ("quantize", "INT8 quantization: ptq, sensitivity, qat"),
     "bench": ("bench", "latency / throughput of one model on several backends"),
-    "info": ("info", "parameters and GFLOPs of a model, training and deploy form"),
+    "info": ("info", "the model zoo by family with published sizes, or one model's parameters and GFLOPs"),
     "demo": ("demo", "end-to-end run on the bundled synthetic data set"),
     "data": ("data", "check a data set or show augmented samples"),
     "convert": ("convert", "convert labels between VOC xml, COCO json and YOLO txt"),

@@ -10,6 +10,8 @@ literal config with the channels and repeats read off the keys (:func:`describe_
 """
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections import Counter
 
@@ -40,9 +42,22 @@ def _meta_model(cfg: dict, nc: int) -> YOLOv6:
         return YOLOv6(cfg, nc)
 
 
+@functools.lru_cache(maxsize=256)
+def _model_facts(cfg_json: str, nc: int) -> tuple[tuple, tuple]:
+    """``(((key, shape), ...), ((activation class, count), ...))`` of the model a JSON config describes,
+    built once on the meta device per config (inferring a file's architecture tries every bundled one)."""
+    model = _meta_model(json.loads(cfg_json), nc)
+    return tuple(shapes_of(model.state_dict()).items()), tuple(sorted(activation_counts(model).items()))
+
+
+def _facts(cfg: dict, nc: int) -> tuple[dict[str, tuple[int, ...]], Counter]:
+    shapes, acts = _model_facts(json.dumps(cfg, sort_keys=True, default=str), int(nc))
+    return dict(shapes), Counter(dict(acts))
+
+
 def model_signature(cfg: dict, nc: int) -> dict[str, tuple[int, ...]]:
-    """``{key: shape}`` of the training-form model ``cfg`` describes (built on the meta device)."""
-    return shapes_of(_meta_model(cfg, nc).state_dict())
+    """``{key: shape}`` of the training-form model ``cfg`` describes (built on the meta device, cached)."""
+    return _facts(cfg, nc)[0]
 
 
 def activation_counts(model: torch.nn.Module) -> Counter:
@@ -102,12 +117,11 @@ def bundled_matches(shapes: dict, activations: Counter | None = None) -> list[di
     for name in available_models():
         cfg = with_head_from(load_model_config(name), shapes, nc)
         try:
-            model = _meta_model(cfg, nc)
+            signature, counts = _facts(cfg, nc)
         except ConfigError:
             continue
-        if not fits(shapes_of(model.state_dict()), shapes):
+        if not fits(signature, shapes):
             continue
-        counts = activation_counts(model)
         score = 0 if not activations else 0 if counts == activations else 1 if set(counts) == set(activations) else 2
         scored.append((score, len(scored), cfg))
     return [cfg for _, _, cfg in sorted(scored, key=lambda s: s[:2])]

@@ -13,8 +13,14 @@ Per batch:
    and classes, ``L_iou`` and ``L_dfl`` over positive anchors weighted by their target score.
    DFL targets are the ltrb distances in stride units clamped to ``reg_max - 0.01``.
 
-Every DFL output the head has is supervised by the DFL term: ``reg`` when ``use_dfl`` and the
-DLD branch ``reg_dist`` when present (their DFL losses add up); without either the term is 0.
+Every box-distribution output the head has is supervised: ``reg`` when ``use_dfl`` and the DLD
+branch ``reg_dist`` when present. How is read off each branch's own width, ``4 * bins``: with
+``bins > 1`` (DFL logits over ``0 .. bins - 1``) by the DFL term, its targets clamped to
+``bins - 1.01`` (their DFL losses add up); with one bin per side (the DLD branch of the official
+``distill_ns`` on a ``reg_max 0`` config: four plain distances) a DFL term has nothing to spread
+over, so that branch is trained on its distances directly: the IoU loss (``iou_type``) of its
+decoded boxes on the assigned positives, weighted like the main branch's and added to ``L_iou``.
+Without a DFL branch the DFL term is 0.
 
 Anchor-aided training (v3): when the outputs carry ``cls_ab`` / ``reg_ab`` (``na`` anchors per
 point), that branch gets its own classification and IoU losses, added to ``L_cls`` and ``L_iou``.
@@ -148,8 +154,11 @@ class DetectionLoss(nn.Module):
         assigner = self.warmup_assigner if epoch < self.atss_warmup_epochs else self.assigner
         assigned = assigner(cls_logits.detach().sigmoid(), pred_bboxes.detach() * strides, anchors, *gt,
                             num_per_level, level_strides)
-        dfl_branches = [x for x in (reg if self.use_dfl else None, outputs.get("reg_dist")) if x is not None]
-        loss_cls, loss_iou, loss_dfl = self._branch_losses(cls_logits, pred_bboxes, dfl_branches, anchor_points_s,
+        box_branches = [x for x in (reg if self.use_dfl else None, outputs.get("reg_dist")) if x is not None]
+        for x in box_branches:
+            if x.shape[:2] != (b, a) or x.shape[-1] % 4 or x.dim() != 3:
+                raise ValueError(f"a box branch must be (B, A, 4 * bins) = ({b}, {a}, 4k), got {tuple(x.shape)}")
+        loss_cls, loss_iou, loss_dfl = self._branch_losses(cls_logits, pred_bboxes, box_branches, anchor_points_s,
                                                            strides, assigned)
         if outputs.get("cls_ab") is not None and outputs.get("reg_ab") is not None:
             ab_cls, ab_iou = self._anchor_aided_losses(outputs["cls_ab"], outputs["reg_ab"], anchors, strides, gt)
@@ -160,12 +169,13 @@ class DetectionLoss(nn.Module):
         items = torch.stack((loss_cls, loss_iou, loss_dfl)).detach()
         return loss, items
 
-    def _branch_losses(self, cls_logits: torch.Tensor, pred_bboxes: torch.Tensor, dfl_branches: list[torch.Tensor],
+    def _branch_losses(self, cls_logits: torch.Tensor, pred_bboxes: torch.Tensor, box_branches: list[torch.Tensor],
                        anchor_points_s: torch.Tensor, strides: torch.Tensor, assigned) -> tuple[torch.Tensor, ...]:
         """Classification, IoU and DFL losses of one branch, each normalised by its target-score sum.
 
-        ``cls_logits`` ``(B, A, nc)``, ``pred_bboxes`` ``(B, A, 4)`` stride units, ``dfl_branches`` list of
-        ``(B, A, 4 * (reg_max + 1))`` logits, ``anchor_points_s`` ``(A, 2)`` and ``strides`` ``(A, 1)``,
+        ``cls_logits`` ``(B, A, nc)``, ``pred_bboxes`` ``(B, A, 4)`` stride units, ``box_branches`` list of
+        ``(B, A, 4 * bins)`` box-distribution outputs (DFL logits, or 4 plain distances when ``bins == 1``:
+        see the module docstring), ``anchor_points_s`` ``(A, 2)`` and ``strides`` ``(A, 1)``,
         ``assigned`` the assigner's result (pixels).
         """
         target_labels, target_bboxes, target_scores, fg_mask = assigned
@@ -174,20 +184,28 @@ class DetectionLoss(nn.Module):
         loss_cls = self.cls_loss(cls_logits, target_scores, labels) / target_scores_sum
 
         # a 0 (not -0) that keeps every output in the graph when nothing is positive
-        zero = pred_bboxes.new_zeros(()) + 0.0 * sum(x.sum() for x in [pred_bboxes, *dfl_branches])
+        zero = pred_bboxes.new_zeros(()) + 0.0 * sum(x.sum() for x in [pred_bboxes, *box_branches])
         loss_iou, loss_dfl = zero, zero
         if fg_mask.any():
             weight = target_scores.sum(-1)[fg_mask]  # (P,)
             target_bboxes_s = target_bboxes / strides
-            iou = box_iou(pred_bboxes[fg_mask], target_bboxes_s[fg_mask], self.iou_type, eps=1e-7)
-            loss_iou = ((1.0 - iou) * weight).sum() / target_scores_sum
-            if dfl_branches:
-                target_dist = bbox2dist(anchor_points_s, target_bboxes_s, self.reg_max)[fg_mask]  # (P, 4)
-            for logits in dfl_branches:  # the DFL head and / or the DLD branch
-                pos_logits = logits[fg_mask].view(-1, 4, self.reg_max + 1)
-                dfl = distribution_focal_loss(pos_logits, target_dist).mean(-1)
+            loss_iou = self._iou_loss(pred_bboxes[fg_mask], target_bboxes_s[fg_mask], weight, target_scores_sum)
+            for out in box_branches:  # the DFL head and / or the DLD branch
+                bins = out.shape[-1] // 4
+                if bins == 1:  # four plain distances: their decoded boxes get the IoU loss
+                    boxes = dist2bbox(out[fg_mask], anchor_points_s.expand(*fg_mask.shape, 2)[fg_mask])
+                    loss_iou = loss_iou + self._iou_loss(boxes, target_bboxes_s[fg_mask], weight, target_scores_sum)
+                    continue
+                target_dist = bbox2dist(anchor_points_s, target_bboxes_s, bins - 1)[fg_mask]  # (P, 4)
+                dfl = distribution_focal_loss(out[fg_mask].view(-1, 4, bins), target_dist).mean(-1)
                 loss_dfl = loss_dfl + (dfl * weight).sum() / target_scores_sum
         return loss_cls, loss_iou, loss_dfl
+
+    def _iou_loss(self, boxes: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                  norm: torch.Tensor) -> torch.Tensor:
+        """``sum((1 - IoU(boxes, targets)) * weight) / norm`` over ``(P, 4)`` matching boxes."""
+        iou = box_iou(boxes, targets, self.iou_type, eps=1e-7)
+        return ((1.0 - iou) * weight).sum() / norm
 
     def _anchor_aided_losses(self, cls_ab: torch.Tensor, reg_ab: torch.Tensor, anchors: torch.Tensor,
                              strides: torch.Tensor, gt) -> tuple[torch.Tensor, torch.Tensor]:

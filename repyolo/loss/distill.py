@@ -28,8 +28,14 @@ Terms (``T`` the temperature, every KL is ``KL(teacher || student)``):
   something where there is an object). The student's bins are its ``reg`` when ``use_dfl``,
   else its DLD branch ``reg_dist`` (v3 N/S). The teacher's are its ``reg`` / ``reg_dist``;
   a teacher with distances only (no DFL, no DLD, e.g. a fused deploy checkpoint) or another
-  ``reg_max`` gives a sharp two-bin distribution around its distance (the DFL target), used
-  without temperature.
+  number of bins gives a sharp two-bin distribution around its distance (the DFL target), used
+  without temperature. Bins are read off each branch's width (``4 * bins``).
+  A student whose box branch has one bin per side (the DLD branch of the official ``distill_ns``
+  on a ``reg_max 0`` config: four plain distances) has no distribution to match: its ``KD_dfl``
+  is the IoU loss ``1 - GIoU`` between the boxes its distances and the teacher's decoded distances
+  draw around the same anchor point, per anchor, weighted by ``w_a`` (no temperature). An IoU
+  loss rather than L1: it is scale-free like the detection loss's box term and stays in ``[0, 2]``,
+  the size of the KL terms, where an L1 in stride units grows with the object.
 * ``CWD`` (off by default): channel-wise distillation of the neck outputs, see :func:`cwd_loss`.
 
 Both KD terms are multiplied by ``T**2`` (gradient scale independent of ``T``) and divided by
@@ -56,7 +62,8 @@ import torch.nn.functional as F
 
 from repyolo.cfg.settings import Hyp
 from repyolo.errors import ConfigError, RepyoloError
-from repyolo.ops.boxes import dfl_decode
+from repyolo.ops.boxes import decode_distances, dist2bbox
+from repyolo.ops.iou import box_iou
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -174,23 +181,22 @@ class SelfDistiller(nn.Module):
         self.last_cwd = torch.zeros(())
 
         s_head, t_head = student.detect, teacher.detect
-        self.reg_max = int(s_head.reg_max)
-        self.student_box = "reg" if s_head.use_dfl else ("reg_dist" if s_head.reg_preds_dist is not None else None)
+        self.student_box, self.student_bins = box_branch(s_head)
         if self.student_box is None:
             LOGGER.warning("distillation: the student has no DFL distribution (use_dfl off, no DLD branch "
                            "'aux_dist'): box distillation is off")
-        if t_head.use_dfl:
-            self.teacher_box = "reg"
-        elif t_head.reg_preds_dist is not None:
-            self.teacher_box = "reg_dist"
-        else:
-            self.teacher_box = "distances"
-        self.teacher_reg_max = int(t_head.reg_max)
-        self.teacher_sharp = self.teacher_box == "distances" or self.teacher_reg_max != self.reg_max
-        if self.student_box and self.teacher_sharp:
+        self.teacher_box, self.teacher_bins = box_branch(t_head)
+        if self.teacher_box is None:
+            self.teacher_box, self.teacher_bins = "distances", 1
+        self.reg_max = self.student_bins - 1
+        self.teacher_sharp = self.teacher_bins != self.student_bins
+        if self.student_box and self.student_bins == 1:
+            LOGGER.info("distillation: the student's %s holds 4 plain distances: box distillation is a GIoU loss "
+                        "towards the teacher's decoded distances", self.student_box)
+        elif self.student_box and self.teacher_sharp:
             LOGGER.info("distillation: the teacher has %s; its box distributions are sharp two-bin ones "
-                        "built from its distances", "no DFL bins" if self.teacher_box == "distances"
-                        else f"reg_max {self.teacher_reg_max} (student {self.reg_max})")
+                        "built from its distances", "no DFL bins" if self.teacher_bins == 1
+                        else f"{self.teacher_bins} bins (student {self.student_bins})")
 
         self.adapters = None
         if self.weight_cwd > 0:
@@ -223,17 +229,25 @@ class SelfDistiller(nn.Module):
         finally:
             head.training = False
 
+    def _teacher_distances(self, t_out: dict) -> torch.Tensor:
+        """The teacher's ltrb distances ``(B, A, 4)`` (stride units): decoded DFL bins, or its distances."""
+        return decode_distances(t_out["reg" if self.teacher_box == "distances" else self.teacher_box].float())
+
     def _teacher_box_kl(self, t_out: dict, s_logits: torch.Tensor) -> torch.Tensor:
-        """Per-anchor box KL ``(B, A)`` (mean over the 4 sides) of student bin logits ``(B, A, 4, reg_max + 1)``."""
+        """Per-anchor box KL ``(B, A)`` (mean over the 4 sides) of student bin logits ``(B, A, 4, bins)``."""
         b, a = s_logits.shape[:2]
         if not self.teacher_sharp:
-            t_logits = t_out[self.teacher_box].float().view(b, a, 4, self.reg_max + 1)
+            t_logits = t_out[self.teacher_box].float().view(b, a, 4, self.student_bins)
             return softmax_kl(s_logits, t_logits, self.temperature).mean(-1)
-        if self.teacher_box == "distances":
-            dist = t_out["reg"].float()
-        else:  # DFL logits with another reg_max: decode, then re-bin
-            dist = dfl_decode(t_out[self.teacher_box].float())
+        dist = self._teacher_distances(t_out)  # distances, or DFL logits of another size: decoded, then re-binned
         return kl_from_probs(two_bin_distribution(dist, self.reg_max), s_logits).mean(-1)
+
+    def _teacher_box_giou(self, t_out: dict, s_dist: torch.Tensor) -> torch.Tensor:
+        """Per-anchor ``1 - GIoU`` ``(B, A)`` between the boxes the student's distances ``(B, A, 4)`` and the
+        teacher's decoded distances draw around the same point (stride units; the teacher's clamped at 0)."""
+        t_dist = self._teacher_distances(t_out).clamp(min=0)
+        origin = s_dist.new_zeros(2)
+        return 1.0 - box_iou(dist2bbox(s_dist, origin), dist2bbox(t_dist, origin), "giou", eps=1e-7)
 
     def forward(self, imgs: torch.Tensor, student_out: dict, epoch: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
         t_out = self.teacher_outputs(imgs)
@@ -254,10 +268,16 @@ class SelfDistiller(nn.Module):
 
         kd_dfl = s_cls.sum() * 0.0
         if self.student_box is not None:
-            s_logits = student_out[self.student_box].float().view(b, a, 4, self.reg_max + 1)
-            kl = self._teacher_box_kl(t_out, s_logits)  # (B, A)
-            t_box = 1.0 if self.teacher_sharp else T
-            kd_dfl = (kl * w_anchor).sum() * t_box ** 2 / mass
+            s_box = student_out[self.student_box].float()
+            if s_box.shape != (b, a, 4 * self.student_bins):
+                raise RepyoloError(f"distillation: the student's {self.student_box} is {tuple(s_box.shape)}, "
+                                   f"expected {(b, a, 4 * self.student_bins)}")
+            if self.student_bins == 1:  # four plain distances: a box loss towards the teacher's boxes
+                kd_dfl = (self._teacher_box_giou(t_out, s_box) * w_anchor).sum() / mass
+            else:
+                kl = self._teacher_box_kl(t_out, s_box.view(b, a, 4, self.student_bins))  # (B, A)
+                t_box = 1.0 if self.teacher_sharp else T
+                kd_dfl = (kl * w_anchor).sum() * t_box ** 2 / mass
 
         total = self.weight_cls * kd_cls + self.weight_dfl * kd_dfl
         if self.adapters is not None:
@@ -272,6 +292,17 @@ class SelfDistiller(nn.Module):
         return (f"epochs={self.epochs}, weights=(cls {self.weight_cls}, dfl {self.weight_dfl}, cwd {self.weight_cwd}), "
                 f"T={self.temperature}, cls_mode={self.cls_mode}, alpha={self.alpha0}->{self.alpha_min}, "
                 f"student_box={self.student_box}, teacher_box={self.teacher_box}")
+
+
+def box_branch(head: nn.Module) -> tuple[str | None, int]:
+    """The head output that carries a box distribution, and its bins per side: ``('reg', reg_max + 1)``
+    for a DFL head, else ``('reg_dist', bins)`` for the DLD branch (bins read off its width: 1 means
+    four plain distances), else ``(None, 1)``."""
+    if head.use_dfl:
+        return "reg", int(head.reg_max) + 1
+    if head.reg_preds_dist is not None:
+        return "reg_dist", int(head.reg_preds_dist[0].out_channels) // 4
+    return None, 1
 
 
 def freeze_teacher(teacher: nn.Module) -> nn.Module:

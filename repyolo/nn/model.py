@@ -5,7 +5,8 @@ A model config is plain data (YAML, never executed):
 .. code-block:: yaml
 
     name: yolov6n
-    family: v3               # v3 | v3-p6 | v2 | base | mbla | qa | lite | ... (informational)
+    family: v3               # v3 | v3-p6 | v2 | base | mbla | qa | lite | ... (groups `repyolo info`)
+    published: {params_m: 4.7, gflops: 11.4, img: 640}   # published deploy size (and coco_map, %)
     depth_multiple: 0.33
     width_multiple: 0.25
     block: repvgg            # 3x3 unit: repvgg | qarepvgg | conv (plain Conv-BN-act) | repopt | hypersearch
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -66,16 +68,68 @@ def available_models() -> list[str]:
     return sorted(p.stem for p in CFG_DIR.glob("yolov6*.yaml"))
 
 
-def load_model_config(name_or_yaml: str | Path | dict) -> dict:
-    """Resolve a bundled model name, a YAML path or a dict into a config dict (a fresh copy)."""
-    if isinstance(name_or_yaml, dict):
-        return copy.deepcopy(name_or_yaml)
+def model_zoo() -> list[dict]:
+    """Every bundled config as ``{"name", "family", "description", "img_size", "published"}``, read from
+    the YAML files (no model is built). ``published`` is the config's ``published:`` mapping (deploy
+    ``params_m``, ``gflops`` at ``img``, ``coco_map`` / ``coco_map_int8`` in %, ``note``), or ``{}``."""
+    out = []
+    for name in available_models():
+        cfg = yaml.safe_load((CFG_DIR / f"{name}.yaml").read_text())
+        out.append({"name": name, "family": str(cfg.get("family", "custom")), "description": cfg.get("description", ""),
+                    "img_size": cfg.get("img_size", 640), "published": dict(cfg.get("published") or {})})
+    return out
+
+
+# official config spellings -> bundled names, applied in order to the lower-cased file stem
+_OFFICIAL_SPELLINGS = (
+    (re.compile(r"^yolov6[-_]?lite[-_]"), "yolov6lite-"),  # yolov6_lite_s, yolov6lite_s -> yolov6lite-s
+    (re.compile(r"_"), "-"),                                # yolov6n_base -> yolov6n-base, yolov6s_mbla ...
+    (re.compile(r"-opt$"), "-repopt"),                      # repopt/yolov6s_opt.py -> yolov6s-repopt
+    (re.compile(r"^yolov6t$"), "yolov6t-v2"),               # T exists in the v2 release only
+)
+
+
+def bundled_name(name: str) -> str | None:
+    """The bundled config a model name means, or ``None``: a repyolo name (``yolov6n-base``) or an
+    official config name or file (``yolov6n_base``, ``configs/base/yolov6n_base.py``, ``yolov6_lite_s``,
+    ``yolov6lite_s``, ``yolov6s_mbla``, ``yolov6n_qa``, ``yolov6l6.py``), case-insensitive.
+    Official ``.py`` configs are matched by name only, never read or executed."""
+    stem = Path(str(name)).name
+    if stem.lower().endswith(".py"):
+        stem = stem[:-3]
+    candidates = [stem, stem.lower()]
+    canonical = stem.lower()
+    for pattern, repl in _OFFICIAL_SPELLINGS:
+        canonical = pattern.sub(repl, canonical)
+    candidates.append(canonical)
+    return next((c for c in candidates if c and (CFG_DIR / f"{c}.yaml").is_file()), None)
+
+
+def resolve_model_path(name_or_yaml: str | Path) -> Path:
+    """The YAML file a model argument names: a ``.yaml`` / ``.yml`` path (which must exist), else a
+    bundled config by name (:func:`bundled_name`). Raises :class:`ConfigError` listing the bundled names."""
     text = str(name_or_yaml)
     path = Path(text)
-    if not path.suffix and (CFG_DIR / f"{text}.yaml").is_file():
-        path = CFG_DIR / f"{text}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown model {text!r}: not a file and not one of {', '.join(available_models())}")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if path.is_file():
+            return path
+        raise ConfigError(f"model config {text!r} not found (bundled configs are named without a path: "
+                          f"{', '.join(available_models())})")
+    name = bundled_name(text)
+    if name is not None:
+        return CFG_DIR / f"{name}.yaml"
+    if path.is_file() and path.suffix.lower() != ".py":
+        return path  # a model YAML under another extension
+    raise ConfigError(f"unknown model {text!r}: not a model YAML and not a bundled config or official config "
+                      f"name (bundled: {', '.join(available_models())})")
+
+
+def load_model_config(name_or_yaml: str | Path | dict) -> dict:
+    """Resolve a model name (bundled, or an official config name such as ``yolov6n_base.py``), a YAML
+    path or a dict into a config dict (a fresh copy)."""
+    if isinstance(name_or_yaml, dict):
+        return copy.deepcopy(name_or_yaml)
+    path = resolve_model_path(name_or_yaml)
     try:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -197,5 +251,7 @@ def build_model(name_or_yaml: str | Path | dict, num_classes: int = 80, **overri
     initialized (BN eps 1e-3, momentum 0.03, as in YOLOv6).
     """
     cfg = load_model_config(name_or_yaml)
+    if overrides:
+        cfg.pop("published", None)  # the published sizes are those of the config as bundled
     cfg.update(overrides)
     return YOLOv6(cfg, num_classes)

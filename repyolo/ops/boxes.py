@@ -75,6 +75,13 @@ def dfl_decode(logits: torch.Tensor) -> torch.Tensor:
     return prob @ torch.arange(bins, device=logits.device, dtype=prob.dtype)
 
 
+def decode_distances(reg: torch.Tensor) -> torch.Tensor:
+    """A regression output -> ``(..., 4)`` ltrb distances: ``(..., 4)`` plain distances are returned as
+    they are, ``(..., 4 * bins)`` DFL logits (``bins > 1``) are decoded (:func:`dfl_decode`). For the
+    branches whose width says what they hold (a DLD branch with one bin per side is four distances)."""
+    return reg if reg.shape[-1] == 4 else dfl_decode(reg)
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """``(..., 4)`` xyxy -> ``(...)`` area (negative sizes count as 0)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)

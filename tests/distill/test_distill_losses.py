@@ -217,3 +217,44 @@ def test_unknown_class_mode_is_a_config_error(student):
 
     with pytest.raises(ConfigError, match="distill_cls_mode"):
         build_distiller(student, student, {"distill_cls_mode": "ranking"}, 10, "cpu")
+
+
+def _distance_student(seed: int = 3) -> nn.Module:
+    """A v3-S-style student with the official distill_ns DLD branch on a reg_max-0 config: 4 distances."""
+    cfg = tiny_cfg(aux_dist=True, base="yolov6s")
+    cfg["head"]["dist_reg_max"] = 0
+    torch.manual_seed(seed)
+    model = randomized(build_model(cfg, num_classes=3), seed=seed)
+    with torch.no_grad():  # positive distances, as a trained branch predicts
+        for conv in model.detect.reg_preds_dist:
+            conv.bias.uniform_(1.0, 3.0)
+    return model
+
+
+@pytest.mark.parametrize("teacher_kind", ["distances", "dfl", "self"])
+def test_student_with_plain_distance_branch_is_distilled_with_giou(teacher_kind, imgs):
+    student = _distance_student()
+    if teacher_kind == "self":
+        teacher = student
+    else:
+        teacher = _teacher(7, use_dfl=teacher_kind == "dfl", aux_dist=False)
+    d = build_distiller(student, teacher, {}, 10, "cpu")
+    assert (d.student_box, d.student_bins) == ("reg_dist", 1)
+    out = bn_frozen_train(student)(imgs) if teacher_kind == "self" else student.train()(imgs)
+    assert out["reg_dist"].shape[-1] == 4
+    loss, items = d(imgs, out, epoch=0)
+    assert torch.isfinite(loss) and torch.isfinite(items).all()
+    if teacher_kind == "self":  # the student's distances are the teacher's own DLD distances: 1 - GIoU = 0
+        assert float(items[1]) == pytest.approx(0.0, abs=1e-6)
+        return
+    assert 0 < float(items[1]) <= 2.0  # 1 - GIoU, weighted mean
+    loss.backward()
+    assert student.detect.reg_preds_dist[0].weight.grad.abs().sum() > 0
+
+
+def test_teacher_with_plain_distance_branch_gives_sharp_targets_to_a_dfl_student(imgs):
+    student = randomized(build_model(tiny_cfg(use_dfl=True), num_classes=3), seed=5)
+    d = build_distiller(student, _distance_student(), {}, 10, "cpu")
+    assert (d.teacher_box, d.teacher_bins, d.teacher_sharp) == ("reg_dist", 1, True)
+    loss, items = d(imgs, student.train()(imgs), epoch=0)
+    assert torch.isfinite(loss) and (items > 0).all()

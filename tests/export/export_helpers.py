@@ -59,3 +59,12 @@ def save_model(model: torch.nn.Module, path) -> str:
     """Save ``model`` (not fused) as a repyolo training-style checkpoint."""
     save_checkpoint(training_checkpoint(model), path)
     return str(path)
+
+
+def assert_parity(out: torch.Tensor, ref: torch.Tensor, rel: float = 1e-3) -> None:
+    """Boxes and scores each within ``rel`` x their own scale (max |value|)."""
+    assert out.shape == ref.shape
+    for part, name in ((slice(0, 4), "boxes"), (slice(4, None), "scores")):
+        o, r = out[..., part], ref[..., part]
+        err = (o - r).abs().max().item()
+        assert err <= rel * r.abs().max().item(), f"{name}: max abs diff {err:.3g} vs scale {r.abs().max().item():.3g}"

@@ -5,21 +5,13 @@ import copy
 
 import pytest
 import torch
+from export_helpers import assert_parity
 
 from repyolo.export import export_model
 from repyolo.runtime import load_backend
 from repyolo.runtime.onnx import OnnxBackend
 from repyolo.runtime.openvino import OpenVinoBackend
 from repyolo.runtime.torchscript import TorchScriptBackend
-
-
-def assert_parity(out: torch.Tensor, ref: torch.Tensor, rel: float = 1e-3) -> None:
-    """Boxes and scores each within ``rel`` x their own scale (max |value|)."""
-    assert out.shape == ref.shape
-    for part, name in ((slice(0, 4), "boxes"), (slice(4, None), "scores")):
-        o, r = out[..., part], ref[..., part]
-        err = (o - r).abs().max().item()
-        assert err <= rel * r.abs().max().item(), f"{name}: max abs diff {err:.3g} vs scale {r.abs().max().item():.3g}"
 
 
 def _inputs(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

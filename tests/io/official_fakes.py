@@ -43,12 +43,18 @@ def official_classes() -> list[str]:
 
 
 class FakeOfficialPackage:
-    """Context manager: an importable ``yolov6`` package of empty module classes, removed on exit."""
+    """Context manager: an importable ``yolov6`` package of empty module classes, removed on exit.
+
+    It defines the classes of ``module_classes.txt`` plus ``extra`` class paths (``yolov6.x.y.Name``).
+    """
+
+    def __init__(self, extra: tuple[str, ...] = ()):
+        self.extra = tuple(extra)
 
     def __enter__(self) -> dict[str, type]:
         self.root = Path(tempfile.mkdtemp(prefix="fake_yolov6_"))
         files: dict[str, list[str]] = defaultdict(list)
-        for qual in official_classes():
+        for qual in dict.fromkeys(official_classes() + list(self.extra)):
             if qual.startswith("yolov6."):
                 module, name = qual.rsplit(".", 1)
                 files[module].append(name)
@@ -166,9 +172,11 @@ def _random(key: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Ten
     return torch.randn(shape, generator=gen) * 0.1  # biases, running_mean
 
 
-def build_official_tree(name: str, classes: dict[str, type], seed: int = 0) -> nn.Module:
-    """The official module tree (``yolov6.models.yolo.Model`` root) with exactly the keys of ``<name>.txt``."""
-    shapes = read_key_file(name)
+def build_official_tree(name: str, classes: dict[str, type], seed: int = 0,
+                        replace: dict[str, tuple[int, ...]] | None = None) -> nn.Module:
+    """The official module tree (``yolov6.models.yolo.Model`` root) with exactly the keys of ``<name>.txt``
+    (shapes of ``replace`` instead of the file's where given)."""
+    shapes = {**read_key_file(name), **(replace or {})}
     children = _tree_children(shapes)
     own: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for key, shape in shapes.items():
@@ -218,16 +226,101 @@ def build_official_tree(name: str, classes: dict[str, type], seed: int = 0) -> n
 
 
 def make_official_checkpoint(name: str, path: Path, seed: int = 0, ema_seed: int | None = None,
-                             legacy: bool = False) -> dict[str, torch.Tensor]:
+                             legacy: bool = False, shapes: dict[str, tuple[int, ...]] | None = None
+                             ) -> dict[str, torch.Tensor]:
     """Write a stand-in official checkpoint of key file ``name`` to ``path``.
 
-    Returns the saved weights as ``{official key: float16/int64 tensor}`` (of ``ema`` when
-    ``ema_seed`` is given, else of ``model``). The fake package is gone when this returns.
+    ``shapes`` replaces some of the key file's shapes (e.g. a 4-channel DLD branch). Returns the
+    saved weights as ``{official key: float16/int64 tensor}`` (of ``ema`` when ``ema_seed`` is
+    given, else of ``model``). The fake package is gone when this returns.
     """
     with FakeOfficialPackage() as classes:
-        model = build_official_tree(name, classes, seed)
-        ema = build_official_tree(name, classes, ema_seed) if ema_seed is not None else None
+        model = build_official_tree(name, classes, seed, shapes)
+        ema = build_official_tree(name, classes, ema_seed, shapes) if ema_seed is not None else None
         ckpt = {"model": model, "ema": ema, "updates": None, "optimizer": None, "epoch": 299}
         torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
         state = (ema or model).state_dict()
+    return {k: v.clone() for k, v in state.items()}
+
+
+# ------------------------------------------------------------------ from the layer listings (every family)
+
+# generic official class paths where a listing names no class (containers); the importer reads
+# weights and activation classes, not container names
+GENERIC = "yolov6.layers.common.Module"
+LISTING_CLASSES = (GENERIC, "yolov6.models.yolo.Model", "yolov6.models.backbone.Backbone",
+                   "yolov6.models.neck.Neck", "yolov6.models.head.Detect")
+
+
+def _listing_leaf(desc: str) -> nn.Module:
+    """The torch.nn leaf a listing line describes (``Conv2d in=3 out=16 k=3 s=2 p=1 g=1 bias=False`` ...)."""
+    cls, *fields = desc.split()
+    geo = {k: v for k, v in (f.split("=", 1) for f in fields)}
+    if cls == "Conv2d":
+        return nn.Conv2d(int(geo["in"]), int(geo["out"]), int(geo["k"]), int(geo["s"]), int(geo["p"]),
+                         groups=int(geo["g"]), bias=geo["bias"] == "True")
+    if cls == "ConvTranspose2d":
+        return nn.ConvTranspose2d(int(geo["in"]), int(geo["out"]), int(geo["k"]), int(geo["s"]), bias=True)
+    if cls == "MaxPool2d":
+        return nn.MaxPool2d(int(geo["k"]), int(geo["s"]), int(geo["p"]))
+    if cls == "Upsample":
+        return nn.Upsample(scale_factor=float(geo["scale"]), mode=geo["mode"])
+    if cls == "AvgPool2d":
+        return nn.AvgPool2d(3, 1, 1)
+    if cls == "AdaptiveAvgPool2d":
+        return nn.AdaptiveAvgPool2d(1)
+    if cls == "BatchNorm2d":
+        return nn.BatchNorm2d(1, eps=1e-3, momentum=0.03)  # its tensors are replaced by the listing's
+    return getattr(nn, cls)()  # ReLU, SiLU, Hardswish, Hardsigmoid, Identity
+
+
+def build_listing_tree(listing: dict, classes: dict[str, type], seed: int = 0) -> nn.Module:
+    """The module tree of an official model from its layer listing (``read_listing(..., official_names=True)``):
+    every leaf of the listing with its class (activations included) and conv geometry, every state_dict
+    key with its shape (random float16 values), generic ``yolov6.*`` containers in between."""
+    shapes, leaves = listing["state"], listing["leaves"]
+    own: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for key, shape in shapes.items():
+        path, leaf = key.rsplit(".", 1)
+        own[path][leaf] = shape
+    children = _tree_children([f"{name}.x" for name in leaves] + list(shapes))
+    roots = {"backbone": "yolov6.models.backbone.Backbone", "neck": "yolov6.models.neck.Neck",
+             "detect": "yolov6.models.head.Detect"}
+    gen = torch.Generator().manual_seed(seed)
+
+    def make(path: str) -> nn.Module:
+        if path in leaves:
+            with torch.device("meta"):  # every tensor of a leaf is replaced below
+                module = _listing_leaf(leaves[path])
+        else:
+            module = classes[roots.get(path, GENERIC)]()
+            for kid in children.get(path, []):
+                module.add_module(kid, make(f"{path}.{kid}"))
+        for leaf, shape in own.get(path, {}).items():
+            tensor = _random(f"{path}.{leaf}", shape, gen)
+            if leaf in BUFFERS or leaf == "proj":
+                module.register_buffer(leaf, tensor)
+            else:
+                module.register_parameter(leaf, nn.Parameter(tensor, requires_grad=False))
+        if isinstance(module, nn.BatchNorm2d):
+            module.num_features = own[path]["weight"][0]
+        return module
+
+    root = classes["yolov6.models.yolo.Model"]()
+    for kid in children[""]:
+        root.add_module(kid, make(kid))
+    root.half()
+    got = {k: tuple(v.shape) for k, v in root.state_dict().items()}
+    assert got == shapes, "stand-in tree does not reproduce the listing's state_dict"
+    assert not any(t.is_meta for t in root.state_dict().values())
+    return root
+
+
+def make_listing_checkpoint(listing: dict, path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Write a stand-in official checkpoint of a layer listing to ``path`` (as the releases are saved);
+    returns the saved weights ``{official key: tensor}``. The fake package is gone when this returns."""
+    with FakeOfficialPackage(LISTING_CLASSES) as classes:
+        model = build_listing_tree(listing, classes, seed)
+        torch.save({"model": model, "ema": None, "updates": None, "optimizer": None, "epoch": 299}, path)
+        state = model.state_dict()
     return {k: v.clone() for k, v in state.items()}

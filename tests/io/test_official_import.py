@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from official_fakes import KEY_FILES, REFERENCE, make_official_checkpoint
 
 import repyolo
@@ -118,3 +119,56 @@ def test_import_official_checkpoint(name, tmp_path):
     if base in ONNX_MODELS and name == base:
         out = _onnx_roundtrip(model, x[:1], tmp_path / f"{name}.onnx")
         _close(y_fused[:1], torch.from_numpy(out))
+
+
+def _dld_distance_shapes() -> dict:
+    """yolov6s-distill_ns with the DLD branch of the config as published (use_dfl False, reg_max 0): 4 outputs."""
+    from official_fakes import read_key_file
+
+    return {k: (4, *s[1:]) for k, s in read_key_file("yolov6s-distill_ns").items() if "reg_preds_dist" in k}
+
+
+@pytest.mark.slow
+def test_distill_ns_without_dfl_imports_trains_and_fuses(tmp_path):
+    """An official yolov6s distilled with distill_ns on the published reg_max-0 config: its 4-channel DLD
+    branch imports, trains (detection loss and self-distillation read the branch's own width) and is
+    dropped by fuse() with the same deploy output."""
+    from repyolo.data.synthetic import generate_synthetic
+    from repyolo.engine.trainer import TrainArgs, Trainer
+    from repyolo.io.checkpoint import read_checkpoint
+
+    path = tmp_path / "yolov6s_distill_ns_reg0.pt"
+    saved = make_official_checkpoint("yolov6s-distill_ns", path, shapes=_dld_distance_shapes())
+    ckpt = convert_official(path)
+    head = ckpt["model_cfg"]["head"]
+    assert ckpt["model_cfg"]["name"] == "yolov6s" and head["aux_dist"] and head["dist_reg_max"] == 0
+    assert set(ckpt["model"]) == set(to_repyolo_keys(saved))
+    assert ckpt["model"]["detect.reg_preds_dist.2.bias"].shape == (4,)
+
+    # fuse: the branch is dropped, the deploy output is the training-form eval output
+    model = model_from_checkpoint(ckpt)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x)
+        out = model_from_checkpoint(ckpt).train()(x)
+        assert out["reg_dist"].shape == out["reg"].shape == (1, 84, 4)
+        model.fuse()
+        _close(y, model(x))
+    assert model.detect.reg_preds_dist is None
+
+    # train: the official file itself, self-distilled from itself, two iterations (the first is warm-up at LR 0)
+    syn = generate_synthetic(tmp_path / "syn", n_train=4, n_val=2, img_size=64, seed=0).parent
+    data = tmp_path / "coco_classes.yaml"  # the synthetic images under the teacher's 80 COCO names
+    data.write_text(yaml.safe_dump({"train": str(syn / "images" / "train"), "val": str(syn / "images" / "val"),
+                                    "nc": 80, "names": list(COCO_NAMES)}))
+    trainer = Trainer(TrainArgs(weights=str(path), data=str(data), epochs=1, img=64, batch=2, max_batches=2,
+                                project=str(tmp_path), name="ft", workers=0, no_val=True, exist_ok=True,
+                                teacher=str(path), distill=True))
+    assert (trainer.distiller.student_box, trainer.distiller.student_bins) == ("reg_dist", 1)
+    trainer.train()
+    trained = read_checkpoint(trainer.wdir / "last.pt")
+    assert trained["model_cfg"]["head"]["dist_reg_max"] == 0
+    before = ckpt["model"]["detect.reg_preds_dist.0.weight"]
+    after = trained["model"]["detect.reg_preds_dist.0.weight"]
+    assert after.shape == before.shape and not torch.equal(after, before)  # the branch learned
+    assert all(torch.isfinite(v).all() for v in trained["model"].values() if v.is_floating_point())

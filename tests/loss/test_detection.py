@@ -279,3 +279,29 @@ def test_half_precision_outputs_are_computed_in_float32():
     assert loss.dtype == torch.float32 and torch.allclose(items, ref_items, rtol=1e-5)
     loss.backward()
     assert half["cls"].grad.dtype == torch.float16 and torch.isfinite(half["reg"].grad.float()).all()
+
+
+def test_dld_branch_of_plain_distances_gets_the_iou_loss():
+    """A 4-channel DLD branch (distill_ns on a reg_max-0 config) is trained on its decoded boxes: with the
+    same distances as the main branch its IoU term equals the main one; DFL stays 0; gradients reach it."""
+    fn = DetectionLoss(NC, hyp=Hyp(iou_type="giou"))
+    base = fake_outputs()
+    same = {**base, "reg_dist": base["reg"].detach().clone().requires_grad_()}
+    _, plain = fn(base, TARGETS, 0, 2)
+    loss, items = fn(same, TARGETS, 0, 2)
+    assert items[1] == pytest.approx(2 * float(plain[1]), rel=1e-5) and items[2] == 0
+    loss.backward()
+    assert same["reg_dist"].grad.abs().sum() > 0 and torch.isfinite(same["reg_dist"].grad).all()
+    other = {**base, "reg_dist": (base["reg"].detach() * 0.5).requires_grad_()}
+    assert fn(other, TARGETS, 0, 2)[1][1] > items[1]  # worse boxes, larger IoU loss
+
+
+def test_dld_branch_bins_are_read_off_its_width():
+    """A DFL DLD branch with another bin count than the head's reg_max is supervised with its own bins."""
+    fn = DetectionLoss(NC, reg_max=16)
+    out = fake_outputs()
+    out["reg_dist"] = torch.randn(2, out["reg"].shape[1], 4 * 8, generator=torch.Generator().manual_seed(1))
+    _, items = fn(out, TARGETS, 0, 2)
+    assert items[2] > 0 and torch.isfinite(items).all()
+    with pytest.raises(ValueError, match="box branch"):
+        fn({**out, "reg_dist": out["reg_dist"][..., :7]}, TARGETS, 0, 2)

@@ -7,25 +7,16 @@ from helpers import randomize_bn
 
 from repyolo import build_model
 from repyolo.nn.blocks import QARepVGGBlock, RepVGGBlock
-from repyolo.nn.model import available_models, load_model_config
+from repyolo.nn.model import available_models, load_model_config, model_zoo
 from repyolo.utils.flops import count_gflops, count_params
 
 ALL_MODELS = available_models()
 
-# Published deploy sizes (80 classes; at the config's img_size: 640 px, 1280 px for P6, 320 px for
-# Lite): params (M), GFLOPs.
-PUBLISHED = {
-    "yolov6n": (4.7, 11.4), "yolov6s": (18.5, 45.3), "yolov6m": (34.9, 85.8), "yolov6l": (59.6, 150.7),
-    "yolov6n6": (10.4, 49.8), "yolov6s6": (41.4, 198.0), "yolov6m6": (79.6, 379.5), "yolov6l6": (140.4, 673.4),
-    "yolov6n-v2": (4.3, 11.1), "yolov6t-v2": (15.0, 36.7), "yolov6s-v2": (17.2, 44.2), "yolov6m-v2": (34.3, 82.2),
-    "yolov6l-v2": (58.5, 144.0), "yolov6l-relu-v2": (58.5, 144.0),
-    "yolov6n-base": (4.65, 11.46), "yolov6s-base": (13.14, 30.6), "yolov6m-base": (28.33, 72.30),
-    "yolov6l-base": (59.61, 150.89),
-    "yolov6s-mbla": (11.6, 29.8), "yolov6m-mbla": (26.1, 66.7), "yolov6l-mbla": (46.3, 118.2),
-    "yolov6x-mbla": (78.8, 199.0),
-    "yolov6n-qa": (4.7, 11.4), "yolov6s-qa": (18.5, 45.3), "yolov6m-qa": (34.9, 85.8),
-    "yolov6lite-s": (0.55, 0.56), "yolov6lite-m": (0.79, 0.67), "yolov6lite-l": (1.09, 0.87),
-}
+# Published deploy sizes (80 classes; at the config's published img: 640 px, 1280 px for P6, 320 px for
+# Lite): params (M), GFLOPs, read from each config's ``published:`` key (the one source of these numbers).
+PUBLISHED = {e["name"]: (e["published"]["params_m"], e["published"]["gflops"]) for e in model_zoo() if e["published"]}
+# every published family has its sizes in its configs
+PUBLISHED_FAMILIES = {"v3": 4, "v3-p6": 4, "v2": 6, "base": 4, "mbla": 4, "qa": 3, "lite": 3}
 # GFLOPs tolerance where the publisher counted more than conv multiply-adds. The Lite structure
 # matches the official listing exactly and its params are within 1.5 %, but count_gflops (2 x conv
 # MACs) is 3.0 / 3.7 / 3.3 % under the published S / M / L: in a depthwise network the per-element
@@ -61,6 +52,12 @@ def raw_head_outputs(model, x) -> list[torch.Tensor]:
 
 def test_zoo_lists_every_published_model():
     assert set(PUBLISHED) <= set(ALL_MODELS)
+    counts: dict[str, int] = {}
+    for e in model_zoo():
+        if e["published"]:
+            counts[e["family"]] = counts.get(e["family"], 0) + 1
+            assert e["published"]["img"] == e["img_size"], e["name"]
+    assert counts == PUBLISHED_FAMILIES
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -89,7 +86,7 @@ def test_fused_equals_unfused(name):
 def test_published_params_and_gflops(name):
     model = build_model(name, num_classes=80).eval().fuse()
     params, gflops = PUBLISHED[name]
-    img = int(model.cfg["img_size"])
+    img = int(model.cfg["published"]["img"])
     assert img == (320 if name.startswith("yolov6lite") else 1280 if model.max_stride == 64 else 640)
     assert count_params(model) / 1e6 == pytest.approx(params, rel=0.02)
     assert count_gflops(model, img) == pytest.approx(gflops, rel=GFLOPS_REL.get(name, 0.02))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LISTINGS = Path(os.environ.get("REPYOLO_OFFICIAL_MODELS", REPO.parent / "shared" / "reference" / "official_models"))
 
 _WRAPPED_KEY = re.compile(r"(^|\.)block\.(conv|bn)\.")
@@ -36,9 +36,11 @@ def repyolo_leaf(name: str) -> str:
     return _WRAPPED_LEAF.sub(r"\1\2", name)
 
 
-def read_listing(path: Path) -> dict:
+def read_listing(path: Path, official_names: bool = False) -> dict:
     """``{"config": {"model", "solver", "data_aug"}, "state": {key: shape}, "leaves": {name: description}}``
-    with repyolo names (see :func:`repyolo_key`, :func:`repyolo_leaf`), in file order."""
+    in file order, with repyolo names (see :func:`repyolo_key`, :func:`repyolo_leaf`) or, with
+    ``official_names``, the listing's own names (what an official checkpoint holds)."""
+    key_name, leaf_name = (str, str) if official_names else (repyolo_key, repyolo_leaf)
     config, state, leaves = {}, {}, {}
     section = None
     for line in path.read_text().splitlines():
@@ -52,10 +54,10 @@ def read_listing(path: Path) -> dict:
             config[name] = json.loads(value)
         elif section == "state_dict":
             key, shape = line.split("\t")
-            state[repyolo_key(key)] = tuple(ast.literal_eval(shape))
+            state[key_name(key)] = tuple(ast.literal_eval(shape))
         elif section == "leaf":
             name, desc = line.split("\t")
-            leaves[repyolo_leaf(name)] = desc
+            leaves[leaf_name(name)] = desc
     return {"config": config, "state": state, "leaves": leaves}
 
 
