@@ -7,10 +7,11 @@ import json
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True,
-                   help="checkpoint (.pt), or a model name / YAML (random weights: latency does not depend on them)")
+                   help="checkpoint (.pt), or a model name / YAML (random weights: latency does not depend on them), "
+                        "or an exported file (NCNN .param / folder, .onnx, OpenVINO folder: timed alone)")
     p.add_argument("--img", type=int, nargs="+", default=[640], metavar="S", help="input size: S or H W (default 640)")
     p.add_argument("--backends", default="torch,onnx,openvino",
-                   help="comma list of torch, torch-unfused, torchscript, onnx, openvino, openvino-bf16 "
+                   help="comma list of torch, torch-unfused, torchscript, onnx, openvino, openvino-bf16, ncnn "
                         "(default torch,onnx,openvino)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="threads per backend (default: all cores)")

@@ -8,7 +8,11 @@ shared machine) hits every backend alike. Each timing is one call ``backend(x)``
 
 Backends: ``torch`` (fused, or not with ``fuse=False``), ``torch-unfused``, ``torchscript``,
 ``onnx`` (onnxruntime CPU), ``openvino`` (CPU, fp32), ``openvino-bf16`` (CPU, bf16 inference
-precision, where the CPU has AVX512-BF16/AMX).
+precision, where the CPU has AVX512-BF16/AMX), ``ncnn`` (the ``ncnn`` package, fp32, one image per
+call; decoding in Python, as for every NCNN user).
+
+``weights`` may also be an exported file (an NCNN ``.param`` or folder, ``.onnx``, OpenVINO folder,
+``.torchscript``): then that file alone is timed, as its own backend.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from repyolo.errors import RepyoloError
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-BACKENDS = ("torch", "torch-unfused", "torchscript", "onnx", "openvino", "openvino-bf16")
+BACKENDS = ("torch", "torch-unfused", "torchscript", "onnx", "openvino", "openvino-bf16", "ncnn")
+EXPORTED_SUFFIXES = (".param", ".onnx", ".xml", ".torchscript")
 
 
 def _load_source(weights) -> tuple[torch.nn.Module, str]:
@@ -42,6 +47,15 @@ def _load_source(weights) -> tuple[torch.nn.Module, str]:
     model = build_model(str(weights))
     LOGGER.info("%s: model config with random weights (latency does not depend on the weights)", weights)
     return model.eval(), str(weights)
+
+
+def is_exported_file(weights) -> bool:
+    """An exported model file or folder (NCNN, ONNX, OpenVINO, TorchScript) rather than a checkpoint or a name."""
+    if isinstance(weights, torch.nn.Module):
+        return False
+    path = Path(str(weights))
+    return path.suffix.lower() in EXPORTED_SUFFIXES or (path.is_dir() and (any(path.glob("*.param")) or
+                                                                          any(path.glob("*.xml"))))
 
 
 def cpu_name() -> str:
@@ -66,7 +80,8 @@ def build_backends(model: torch.nn.Module, names: list[str], img_size: tuple[int
 
     def exported_file(fmt: str) -> Path:
         if fmt not in exported:
-            suffix = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript"}[fmt]
+            suffix = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript",
+                      "ncnn": "_ncnn_model"}[fmt]
             exported[fmt] = export_model(model, fmt, img_size=img_size, batch=batch,
                                          output=workdir / f"model{suffix}")
         return exported[fmt]
@@ -78,6 +93,8 @@ def build_backends(model: torch.nn.Module, names: list[str], img_size: tuple[int
             backends[name] = load_backend(exported_file("torchscript"), threads=threads)
         elif name == "onnx":
             backends[name] = load_backend(exported_file("onnx"), threads=threads)
+        elif name == "ncnn":
+            backends[name] = load_backend(exported_file("ncnn"), threads=threads)
         elif name in ("openvino", "openvino-bf16"):
             backends[name] = load_backend(exported_file("openvino"), threads=threads,
                                           precision="bf16" if name.endswith("bf16") else "f32")
@@ -134,36 +151,47 @@ def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=("torch",
         raise RepyoloError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise RepyoloError("bench needs --runs >= 1, --warmup >= 0, --batch >= 1")
-    model, source = _load_source(weights)
     h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if h % model.max_stride or w % model.max_stride:
-        raise RepyoloError(f"--img {h}x{w}: must be a multiple of the stride {model.max_stride}")
     if threads:
         torch.set_num_threads(int(threads))
-    gflops = count_gflops(copy.deepcopy(model).fuse(), (h, w), batch)  # the deploy model's work, for every backend
     x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
-    with tempfile.TemporaryDirectory(prefix="repyolo_bench_", dir=workdir) as tmp:
-        built = build_backends(model, names, (h, w), batch, threads, fuse, Path(tmp))
-        times = time_round_robin(built, x, warmup, runs)
+    if is_exported_file(weights):  # time the file itself: its own runtime, no model to count FLOPs of
+        from repyolo.runtime import load_backend
+
+        backend = load_backend(weights, threads=threads)
+        backend.check_input(x)
+        source, gflops = str(weights), None
+        times = time_round_robin({backend.kind: backend}, x, warmup, runs)
+    else:
+        model, source = _load_source(weights)
+        if h % model.max_stride or w % model.max_stride:
+            raise RepyoloError(f"--img {h}x{w}: must be a multiple of the stride {model.max_stride}")
+        gflops = count_gflops(copy.deepcopy(model).fuse(), (h, w), batch)  # the deploy model's work, every backend
+        with tempfile.TemporaryDirectory(prefix="repyolo_bench_", dir=workdir) as tmp:
+            built = build_backends(model, names, (h, w), batch, threads, fuse, Path(tmp))
+            times = time_round_robin(built, x, warmup, runs)
     versions = {"torch": torch.__version__}
-    for mod in ("onnxruntime", "openvino"):
+    for mod in ("onnxruntime", "openvino", "ncnn"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             pass
     return {"model": source, "img": [h, w], "batch": batch, "threads": threads or torch.get_num_threads(),
-            "warmup": warmup, "runs": runs, "fused": fuse, "gflops": round(gflops, 3), "cpu": cpu_name(),
+            "warmup": warmup, "runs": runs, "fused": fuse, "gflops": None if gflops is None else round(gflops, 3),
+            "cpu": cpu_name(),
             "versions": versions, "results": {name: summarize(ms, batch) for name, ms in times.items()}}
 
 
 def format_table(result: dict) -> str:
     """Markdown table of a :func:`benchmark` result."""
     h, w = result["img"]
+    gflops = result["gflops"]
     lines = [f"{result['model']}  {h}x{w}  batch {result['batch']}  threads {result['threads']}  "
-             f"{result['gflops']:.2f} GFLOPs  ({result['runs']} interleaved runs, {result['cpu']})",
+             + (f"{gflops:.2f} GFLOPs  " if gflops is not None else "")
+             + f"({result['runs']} interleaved runs, {result['cpu']})",
              "", "| backend | median ms | p90 ms | min ms | img/s | GFLOP/s |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in result["results"].items():
-        achieved = result["gflops"] / (r["median_ms"] / 1e3)
+        achieved = f"{gflops / (r['median_ms'] / 1e3):.1f}" if gflops is not None else "-"
         lines.append(f"| {name} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['min_ms']:.2f} | "
-                     f"{r['throughput_ips']:.1f} | {achieved:.1f} |")
+                     f"{r['throughput_ips']:.1f} | {achieved} |")
     return "\n".join(lines)

@@ -912,7 +912,7 @@ def write_ncnn(graph: NcnnGraph, weights: Mapping[str, Mapping[str, np.ndarray]]
     data = format_bin(graph, weights, storage)
     param_path.write_text(text, encoding="utf-8")
     bin_path.write_bytes(data)
-    LOGGER.info("wrote %s (%d layers) and %s (%d bytes)", param_path, len(graph.layers), bin_path, len(data))
+    LOGGER.debug("wrote %s (%d layers) and %s (%d bytes)", param_path, len(graph.layers), bin_path, len(data))
     return param_path, bin_path
 
 
@@ -924,7 +924,8 @@ def _import_ncnn():
     try:
         import ncnn  # optional dependency: only the runtime needs it
     except ImportError:
-        raise RepyoloError("the NCNN runtime needs the 'ncnn' Python package: pip install ncnn") from None
+        raise RepyoloError("running NCNN models needs the 'ncnn' package: pip install repyolo[ncnn] "
+                           "(or pip install ncnn)") from None
     return ncnn
 
 
@@ -955,14 +956,15 @@ class NcnnNet:
 
     Args:
         param_path, bin_path: the pair (``bin_path`` defaults to the param path with ``.bin``).
-        num_threads: CPU threads of the runtime (1 by default: steady on a shared machine).
+        num_threads: CPU threads of the runtime (1 by default: steady on a shared machine; ``None``:
+            ncnn's own default, the big cores).
         fp32: run in float32 (turn off NCNN's fp16 / bf16 storage and arithmetic, which are on
             by default on CPUs that have them); weights stored as fp16 are widened on load.
         quiet: hide NCNN's stderr messages (e.g. its notes about 1-D convolution inputs).
     """
 
     def __init__(self, param_path: str | os.PathLike, bin_path: str | os.PathLike | None = None,
-                 num_threads: int = 1, fp32: bool = True, quiet: bool = True):
+                 num_threads: int | None = 1, fp32: bool = True, quiet: bool = True):
         ncnn = _import_ncnn()
         self.param_path = Path(param_path)
         self.bin_path = Path(bin_path) if bin_path is not None else self.param_path.with_suffix(".bin")
@@ -970,7 +972,8 @@ class NcnnNet:
         self.quiet = quiet
         self.net = ncnn.Net()
         opt = self.net.opt
-        opt.num_threads = int(num_threads)
+        if num_threads is not None:
+            opt.num_threads = int(num_threads)
         if fp32:
             opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = False
             opt.use_bf16_storage = False
