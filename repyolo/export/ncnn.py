@@ -5,10 +5,12 @@ The graph is the fused model up to the raw per-level head outputs (:mod:`repyolo
 written by :func:`repyolo.io.ncnn.write_ncnn`; decoding stays outside, in
 :class:`repyolo.runtime.ncnn.NcnnBackend`, like the released YOLOv6-Lite NCNN files. So the files
 take any input size (a multiple of the stride) and do not depend on the export size. Why not pnnx
-(the converter NCNN ships): the decode it traces is frozen at the traced input size, it writes
-stray files beside its input, it reports some failed conversions with exit code 0, and it needs
-a TorchScript trace first; this writer is exact (fp32 weights: the ncnn runtime equals PyTorch to
-float rounding), fast, and checked on every family.
+(NCNN's converter, on PyPI): it needs a TorchScript trace first; a model traced with its decode
+keeps the traced size in ``Reshape`` layers, so run at another size it silently returns the wrong
+number of anchors (yolov6n traced at 320, run at 416: 2100 rows instead of 3549, no error); it
+writes six side files beside its input (``.pnnx.param/.bin/.onnx``, two ``.py``); it has no INT8
+path. This writer is exact (fp32 weights: the ncnn runtime equals PyTorch to float rounding),
+takes about a second, and is checked on every family.
 
 ``.param`` has no slot for metadata, hence ``metadata.json`` (the keys of
 :mod:`repyolo.runtime.metadata`, plus an ``ncnn`` section: input and output blob names, the output

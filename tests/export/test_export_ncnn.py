@@ -132,6 +132,10 @@ def test_predict_and_val_take_the_folder(tmp_path):
 def test_unsupported_and_bad_inputs(tmp_path, yolov6n_model):
     with pytest.raises(RepyoloError, match="--nms is available for onnx and openvino"):
         export_model(yolov6n_model, "ncnn", img_size=64, nms=True, output=tmp_path / "x")
+    from repyolo.quant import export_int8
+
+    with pytest.raises(RepyoloError, match="--int8 is available for onnx and openvino exports, not ncnn"):
+        export_int8(yolov6n_model, "ncnn", data="unused.yaml", img_size=64)
     out = export_model(yolov6n_model, "ncnn", img_size=64, output=tmp_path / "a_ncnn_model")
     (out / "metadata.json").unlink()  # a graph we wrote, without its description, is not a Lite graph
     with pytest.raises(CheckpointError, match=r"no metadata.json beside it and not a released YOLOv6-Lite graph"):
