@@ -25,7 +25,7 @@ from repyolo.errors import CheckpointError, RepyoloError
 from repyolo.io.ncnn import NcnnFormatError, NcnnNet, read_param
 from repyolo.io.ncnn_lite import map_lite_graph
 from repyolo.ops.boxes import decode_levels
-from repyolo.runtime.base import FileBackend
+from repyolo.runtime.base import FileBackend, resolve_pair
 from repyolo.runtime.metadata import FORMAT, LETTERBOX, NCNN_METADATA_FILE, from_strings, to_strings
 from repyolo.utils.logging import get_logger
 
@@ -36,23 +36,7 @@ LITE_STRIDES = [8, 16, 32, 64]
 
 def resolve_param(path: str | Path) -> Path:
     """A ``.param`` file, or a folder holding exactly one -> the ``.param`` path (its ``.bin`` must exist)."""
-    path = Path(path)
-    if path.is_dir():
-        params = sorted(path.glob("*.param"))
-        if len(params) != 1:
-            raise CheckpointError(f"{path}: expected one NCNN .param in the folder, found {len(params)}")
-        path = params[0]
-    if not path.is_file():
-        raise CheckpointError(f"{path}: NCNN param file not found")
-    if not path.with_suffix(".bin").is_file():
-        raise CheckpointError(f"{path}: the weights file {path.with_suffix('.bin').name} is missing beside it")
-    return path
-
-
-def is_ncnn_model(path: str | Path) -> bool:
-    """A ``.param`` path, or a folder with a ``.param`` in it."""
-    path = Path(path)
-    return path.suffix.lower() == ".param" or (path.is_dir() and any(path.glob("*.param")))
+    return resolve_pair(path, ".param", "NCNN")
 
 
 def lite_metadata(param: Path) -> dict:
