@@ -1,6 +1,7 @@
 """Shared test fixtures: the real data sets beside the repo (skipped with a reason when absent)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -72,3 +73,27 @@ def coco128_val_yaml(tmp_path_factory) -> Path:
     path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
                     f"names: [{', '.join(json.dumps(n) for n in COCO_NAMES)}]\n")
     return path
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def text(self, level=logging.WARNING) -> str:
+        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
+
+
+@pytest.fixture
+def repyolo_log():
+    """Records of the ``repyolo`` logger (which does not propagate to pytest's caplog)."""
+    handler = _ListHandler()
+    logger = logging.getLogger("repyolo")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)

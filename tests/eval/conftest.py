@@ -1,7 +1,6 @@
 """Fixtures of the evaluation / inference tests."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,3 @@ def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_checkpoint(deploy_checkpoint(model, names=["red", "green", "blue"]), path)
     return path
-
-
-
-class _ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def text(self, level=logging.WARNING) -> str:
-        return "\n".join(r.getMessage() for r in self.records if r.levelno >= level)
-
-
-@pytest.fixture
-def repyolo_log():
-    """Records of the ``repyolo`` logger (which does not propagate to pytest's caplog)."""
-    handler = _ListHandler()
-    logger = logging.getLogger("repyolo")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
