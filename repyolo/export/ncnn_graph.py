@@ -89,7 +89,7 @@ class _Emitter:
         self.graph = NcnnGraph()
         self.weights: dict[str, dict[str, np.ndarray]] = {}
         self.blob: dict[fx.Node, object] = {}
-        self.names: set[str] = set()
+        self.names: set[str] = {"input"}  # the Input layer's name
 
     # ------------------------------------------------------------------ helpers
 
