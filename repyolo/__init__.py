@@ -20,7 +20,7 @@ imports inside functions)::
 
 ``ops`` box and NMS maths; ``nn`` the networks; ``data`` data sets and media; ``assign`` label
 assignment; ``loss`` losses; ``io`` checkpoints and foreign weight files (official YOLOv6, NCNN);
-``runtime`` one Backend over PyTorch / ONNX Runtime / OpenVINO / TorchScript; ``engine`` training,
+``runtime`` one Backend over PyTorch / ONNX Runtime / OpenVINO / TorchScript / NCNN; ``engine`` training,
 evaluation and prediction; ``export`` deployment files; ``quant`` INT8; ``api`` the Python API the
 ``commands`` of the ``cli`` are a thin shell over.
 """

@@ -12,6 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+SHARED_WEIGHTS = Path(os.environ.get("REPYOLO_SHARED_WEIGHTS", REPO.parent / "shared" / "weights"))
 
 # one thread: on a loaded 2-core machine two OpenMP threads wait on each other (50-100x slower steps)
 torch.set_num_threads(1)
@@ -73,6 +74,40 @@ def _restore_repyolo_logger():
     logger.setLevel(saved[0])
     logger.propagate = saved[1]
     logger.handlers[:] = saved[2]
+
+
+@pytest.fixture(scope="session")
+def lite_weights() -> Path:
+    """``../shared/weights/yolov6-lite`` (released COCO YOLOv6-Lite S/M/L in NCNN format)."""
+    path = SHARED_WEIGHTS / "yolov6-lite"
+    if not (path / "yolov6-lite-s.param").is_file():
+        pytest.skip(f"YOLOv6-Lite NCNN weights not found at {path} (CI has ../shared/weights; a user clone may "
+                    f"not; set REPYOLO_SHARED_WEIGHTS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lite_s_checkpoint(lite_weights, tmp_path_factory) -> Path:
+    """The released Lite-S imported once per session as a repyolo checkpoint (``lite_s.pt``)."""
+    from repyolo.io.checkpoint import save_checkpoint
+    from repyolo.io.ncnn_import import convert_ncnn
+
+    return save_checkpoint(convert_ncnn(lite_weights / "yolov6-lite-s.param"),
+                           tmp_path_factory.mktemp("lite") / "lite_s.pt")
+
+
+@pytest.fixture(scope="session")
+def coco128_val_yaml(tmp_path_factory) -> Path:
+    """A data YAML over coco128's real val2017 split (YOLO labels, 80 COCO names)."""
+    import json
+
+    from repyolo.data.coco import COCO_NAMES
+
+    root = _dataset("coco128")
+    path = tmp_path_factory.mktemp("data") / "coco128_val.yaml"
+    path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
+                    f"names: [{', '.join(json.dumps(n) for n in COCO_NAMES)}]\n")
+    return path
 
 
 class _ListHandler(logging.Handler):

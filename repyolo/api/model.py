@@ -37,7 +37,7 @@ from repyolo.utils.logging import get_logger
 from repyolo.utils.paths import check_output_dir, check_output_path
 
 LOGGER = get_logger("repyolo.api")
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".torchscript")
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".torchscript", ".param")
 
 
 def source_kind(source) -> str:
@@ -203,10 +203,13 @@ class YOLO:
             conf: float = 0.03, iou: float = 0.65, max_det: int = 300, conf_thres_pr: float = 0.25,
             rect: bool = True, workers: int = 2, plots: bool = True, save: bool = True,
             save_dir: str | Path | None = None, project: str | Path = "runs/val", name: str = "exp",
-            exist_ok: bool = False, json_out: str | Path | None = None, threads: int | None = None) -> dict:
+            exist_ok: bool = False, json_out: str | Path | None = None, threads: int | None = None,
+            multi_label: bool = True, reduced_decode: bool = True, uniform_gain: bool = False) -> dict:
         """COCO evaluation on ``split`` of ``data`` (default: the data the checkpoint was trained on)
-        with the YOLOv6 protocol. Writes ``predictions.json`` and the PR curve / confusion matrix to
-        ``save_dir``, or a new ``project/name`` (``runs/val/exp``, ``exp2`` ...) unless ``save=False``;
+        with the YOLOv6 protocol (``multi_label=False, reduced_decode=False, uniform_gain=True`` with
+        ``rect=False, conf=0.001`` is the protocol of the official deployment demos). Writes
+        ``predictions.json`` and the PR curve / confusion matrix to ``save_dir``, or a new
+        ``project/name`` (``runs/val/exp``, ``exp2`` ...) unless ``save=False``;
         ``json_out``: also write the metrics there. Returns the result dict of
         :mod:`repyolo.engine.evaluator`."""
         from repyolo.data.config import load_data_config
@@ -222,6 +225,7 @@ class YOLO:
         evaluator = Evaluator(data=cfg, split=split, img_size=img or self.default_img(), batch_size=batch,
                               workers=workers, rect=rect, conf_thres=conf, iou_thres=iou, max_det=max_det,
                               conf_thres_pr=conf_thres_pr, plots=plots, device=self.device,
+                              multi_label=multi_label, reduced_decode=reduced_decode, uniform_gain=uniform_gain,
                               **_threads(threads))
         backend = self.backend
         if not save:
@@ -321,7 +325,7 @@ class YOLO:
 
     def export(self, format: str = "onnx", img: int | tuple[int, int] | None = None, output: str | Path | None = None,
                int8: bool = False, data: str | None = None, calib: int = 100, **kwargs) -> Path:
-        """Export the fused model to ``'onnx' | 'openvino' | 'torchscript'``; ``img`` defaults to the
+        """Export the fused model to ``'onnx' | 'openvino' | 'torchscript' | 'ncnn'``; ``img`` defaults to the
         training size; ``kwargs`` go to :func:`repyolo.export.export_model` (``batch``, ``dynamic``,
         ``half``, ``opset``, ``simplify``, ``nms``, ``max_det``, ``conf``, ``iou``, ``multi_label``).
         ``int8=True`` quantizes (post-training, calibrated on ``calib`` train images of ``data``).

@@ -62,6 +62,9 @@ class Hyp:
     grad_clip: float = setting(10.0, "gradient norm clip")
     bn_recal_images: int | None = setting(None, "precise BN before evaluation over N train images "
                                           "(null = recipe default: small 256, yolov6 off)")
+    unfold_bn_images: int = setting(256, "start weights with identity BatchNorms (folded deploy weights, e.g. "
+                                    "imported NCNN): estimate their statistics over N un-augmented train "
+                                    "images first, keeping the function (0 = off)")
     # loss and label assignment
     loss_weights: dict = setting({"cls": 1.0, "iou": 2.5, "dfl": 0.5}, "loss weights {cls, iou, dfl}")
     cls_loss: str = setting("vfl", "vfl | focal | qfl | poly | bce", ("vfl", "focal", "qfl", "poly", "bce"))

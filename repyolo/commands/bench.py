@@ -8,11 +8,12 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True,
                    help="checkpoint (.pt), a model name / YAML (random weights: latency does not depend on them), "
-                        "or an exported file (.onnx, OpenVINO folder, .torchscript: timed on its own runtime)")
+                        "or an exported file (.onnx, OpenVINO folder, .torchscript, NCNN .param / folder: timed on "
+                        "its own runtime)")
     p.add_argument("--img", type=int, nargs="+", default=None, metavar="S",
                    help="input size: S or H W (default: the training size, an exported file's fixed size, else 640)")
     p.add_argument("--backends", default=None,
-                   help="comma list of torch, torch-unfused, torchscript, onnx, openvino, openvino-bf16 "
+                   help="comma list of torch, torch-unfused, torchscript, onnx, openvino, openvino-bf16, ncnn "
                         "(default: torch,onnx,openvino; an exported file: its own runtime)")
     p.add_argument("--batch", type=int, default=1, help="images per call")
     p.add_argument("--threads", type=int, default=None, help="threads per backend (default: all cores)")

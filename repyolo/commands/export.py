@@ -1,4 +1,4 @@
-"""``repyolo export``: a checkpoint to ONNX / OpenVINO / TorchScript (fused, self-describing);
+"""``repyolo export``: a checkpoint to ONNX / OpenVINO / TorchScript / NCNN (fused, self-describing);
 calls :meth:`repyolo.api.YOLO.export`."""
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="repyolo checkpoint (.pt) or an official YOLOv6 checkpoint")
-    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript"], help="output format")
+    p.add_argument("--format", default="onnx", choices=["onnx", "openvino", "torchscript", "ncnn"],
+                   help="onnx, openvino, torchscript, or ncnn (a folder: .param, .bin, metadata.json; any input size)")
     p.add_argument("--img", type=int, nargs="+", default=None, metavar="S",
                    help="input size: S or H W, multiples of the stride (default: the size the checkpoint was "
-                        "trained at, else the model's: 640, P6 1280)")
+                        "trained at, else the model's: 640, P6 1280, Lite 320)")
     p.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width (onnx, openvino)")
     p.add_argument("--half", action="store_true",
-                   help="fp16 (onnx: for GPU providers; openvino: fp16 weights; torchscript: CUDA only)")
+                   help="fp16 (onnx: for GPU providers; openvino: fp16 weights; torchscript: CUDA only; "
+                        "ncnn: fp16 weight storage)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 13..20 (default 13)")
     p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True,
                    help="simplify the ONNX graph with onnxslim")
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="--int8: data YAML whose train images calibrate the ranges")
     p.add_argument("--calib", type=int, default=100, help="--int8: calibration images (default 100)")
     p.add_argument("--output", default=None,
-                   help="output file (onnx, torchscript) or folder (openvino); default beside the weights")
+                   help="output file (onnx, torchscript) or folder (openvino, ncnn); default beside the weights")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,6 +49,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         image_root: folder COCO ``file_name``s resolve against; root: data set root for list files.
         seed: augmentation seed (the loader sets it); stretch_tol: see :func:`letterbox`
             (evaluation trick, off by default).
+        reduced_decode: let the JPEG decoder shrink a large photo by 2, 4 or 8 while decoding (fast)
+            before the final resize; ``False`` decodes at full size and resizes with INTER_AREA only
+            (slower; the pixels most deployment pipelines, e.g. the official YOLOv6 ones, feed).
         label_cache: read/write the check cache.
     Attributes:
         im_files, labels (float32 ``(n, 5)`` original pixels), shapes ``(N, 2)`` ``(h, w)``,
@@ -59,7 +62,7 @@ class DetectionDataset(torch.utils.data.Dataset):
                  rect: bool = False, batch_size: int = 16, stride: int = 32, pad: float = 0.5, cache=None,
                  names: list[str] | None = None, prefix: str = "", workers: int | None = None,
                  image_root=None, root=None, seed: int = 0, stretch_tol: float = 0.0,
-                 label_cache: bool = True):
+                 label_cache: bool = True, reduced_decode: bool = True):
         self.img_size = int(img_size)
         self.augment = bool(augment)
         self.stride = int(stride)
@@ -67,6 +70,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.stretch_tol = float(stretch_tol)
+        self.reduced_decode = bool(reduced_decode)
         base = Hyp().augmentation()
         if hyp:
             base.update({k: float(v) for k, v in hyp.items() if k in base})
@@ -181,7 +185,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         h0, w0 = (int(v) for v in self.shapes[i])
         r = self.img_size / max(h0, w0)
         reduce = 1
-        if self.im_files[i].lower().endswith((".jpg", ".jpeg")):
+        if self.reduced_decode and self.im_files[i].lower().endswith((".jpg", ".jpeg")):
             while reduce < 8 and max(h0, w0) / (reduce * 2) >= self.img_size:
                 reduce *= 2
         img = decode_image(self.im_files[i], reduce=reduce)

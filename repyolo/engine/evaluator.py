@@ -169,7 +169,12 @@ class Evaluator:
             ``rect`` and batch shapes are used), or ``None`` to build one from ``data``.
         data: a data YAML path (or a :class:`DataConfig`); ``split``: ``'val'``, ``'train'`` or ``'test'``.
         img_size, batch_size, workers: loader settings; ``rect``: rectangular batches.
-        conf_thres, iou_thres, max_det, multi_label: NMS settings (YOLOv6 evaluation defaults).
+        conf_thres, iou_thres, max_det, multi_label: NMS settings (YOLOv6 evaluation defaults);
+            ``multi_label=False`` keeps each box's best class only.
+        reduced_decode: JPEG decoding shrinks large photos while decoding (fast, the default);
+            ``False``: full-size decode + INTER_AREA (see :class:`~repyolo.data.dataset.DetectionDataset`).
+        uniform_gain: map boxes back with the one letterbox gain of the long side (and the integer
+            padding), as the official YOLOv6 / NCNN demos do, instead of the exact per-axis gains.
         conf_thres_pr: score threshold of the reported precision / recall / F1.
         save_dir: where ``predictions.json`` and the plots go (``None`` = nothing written).
         plots: draw the PR curve and the confusion matrix (needs ``save_dir``).
@@ -183,7 +188,7 @@ class Evaluator:
                  workers: int = 2, rect: bool = True, conf_thres: float = EVAL_CONF, iou_thres: float = EVAL_IOU,
                  max_det: int = EVAL_MAX_DET, multi_label: bool = True, conf_thres_pr: float = 0.25,
                  save_dir: str | Path | None = None, plots: bool = True, save_json: bool = True,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", reduced_decode: bool = True, uniform_gain: bool = False):
         if dataset is None and data is None:
             raise ValueError("Evaluator needs a dataset or a data YAML")
         self.dataset, self.data, self.split = dataset, data, split
@@ -193,6 +198,7 @@ class Evaluator:
         self.save_dir = Path(save_dir) if save_dir is not None else None
         self.plots, self.save_json = plots, save_json
         self.device = device
+        self.reduced_decode, self.uniform_gain = bool(reduced_decode), bool(uniform_gain)
         self._gt = None
         self._built_for = None
 
@@ -222,7 +228,8 @@ class Evaluator:
                 if img_size != self.img_size:
                     LOGGER.info("model input is fixed at %d: evaluating at %d", img_size, img_size)
             self._ds = cfg.dataset(self.split, img_size=img_size, augment=False, rect=rect,
-                                   batch_size=self.batch_size, stride=stride, pad=EVAL_PAD, workers=self.workers)
+                                   batch_size=self.batch_size, stride=stride, pad=EVAL_PAD, workers=self.workers,
+                                   reduced_decode=self.reduced_decode)
             self._built_for = key
             self._gt = None
         return self._ds
@@ -284,6 +291,8 @@ class Evaluator:
                 t += (t1 - t0, t2 - t1, t3 - t2)
                 n_img += n
             for det, meta, path in zip(dets, metas, paths):
+                if self.uniform_gain:  # the long side's gain for both axes
+                    meta = {k: v for k, v in meta.items() if k != "ratio_xy"}
                 det = scale_boxes(det.cpu(), meta).numpy()
                 img_index.append(np.full(len(det), len(ids), dtype=np.int64))
                 boxes.append(det[:, :4])

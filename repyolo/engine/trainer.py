@@ -32,7 +32,7 @@ from repyolo.engine.ema import ModelEMA, unwrap
 from repyolo.engine.evaluator import Evaluator
 from repyolo.engine.metrics import nan_to_none
 from repyolo.engine.optim import Schedule, build_optimizer
-from repyolo.engine.precise_bn import recompute_bn_stats
+from repyolo.engine.precise_bn import recompute_bn_stats, unfold_identity_batchnorms
 from repyolo.engine.recipe import resolve_recipe
 from repyolo.errors import RepyoloError
 from repyolo.io.checkpoint import load_model, read_checkpoint, remove_stale_temp_files, save_checkpoint
@@ -276,6 +276,8 @@ class Trainer:
             # trainable feature-distillation adapters (CWD between different widths)
             self.optimizer.add_param_group({"params": list(self.distiller.parameters()),
                                             "weight_decay": self.recipe.weight_decay})
+        if init_state is not None and h.unfold_bn_images > 0:
+            self._unfold_batchnorms(model)
         self.ema = ModelEMA(model, self.recipe.ema_decay, self.recipe.ema_tau) if self.main else None
         self.criterion = build_loss(model, h)
         self.use_amp = args.amp and self.device.type == "cuda"
@@ -408,17 +410,32 @@ class Trainer:
                               device=self.device, save_dir=self.save_dir if final else None, plots=final)
         return evaluator(model)
 
-    def _recalibrate_bn(self, model: nn.Module) -> None:
-        """Precise BN on evaluation-style (letterboxed, un-augmented) training images, fixed order."""
+    def _plain_train_loader(self, model: nn.Module):
+        """Evaluation-style (letterboxed, un-augmented) training images in a fixed shuffled order, for
+        BN statistics (built once)."""
         if getattr(self, "_bn_loader", None) is None:
             ds = self.data.dataset("train", img_size=self.args.img, augment=False, batch_size=self.args.batch,
-                                   stride=model.max_stride, names=list(model.names), prefix="precise-BN: ",
+                                   stride=model.max_stride, names=list(model.names), prefix="BN statistics: ",
                                    label_cache=True)
             self._bn_loader = build_dataloader(ds, self.args.batch, workers=min(self.args.workers, 2),
                                                shuffle=True, seed=self.args.seed)
-        n = recompute_bn_stats(model, self._bn_loader, -(-self.recipe.bn_recal_images // self.args.batch),
-                               self.device)
+        return self._bn_loader
+
+    def _recalibrate_bn(self, model: nn.Module) -> None:
+        """Precise BN on evaluation-style training images."""
+        n = recompute_bn_stats(model, self._plain_train_loader(model),
+                               -(-self.recipe.bn_recal_images // self.args.batch), self.device)
         LOGGER.debug("precise BN: statistics recomputed over %d batches", n)
+
+    def _unfold_batchnorms(self, model: nn.Module) -> None:
+        """Start weights from a deploy file (folded BNs, e.g. imported NCNN): give their identity BNs the
+        statistics of the training images, so that training-mode BN starts from the imported function."""
+        n_bn, n = unfold_identity_batchnorms(model, self._plain_train_loader(model),
+                                             -(-self.hyp.unfold_bn_images // self.args.batch), self.device)
+        if n_bn:
+            LOGGER.info("%d identity BatchNorms in the start weights (folded deploy weights): statistics "
+                        "estimated on %d batches of training images, the network computes the same "
+                        "(--set unfold_bn_images=0 to skip)", n_bn, n)
 
     def _fitness(self, metrics: dict) -> float:
         w = self.args.fitness_weights

@@ -1,4 +1,4 @@
-"""Export to deployment runtimes (ONNX, OpenVINO, TorchScript) and one Backend interface over them.
+"""Export to deployment runtimes (ONNX, OpenVINO, TorchScript, NCNN) and one Backend interface over them.
 
 ``export_model(weights_or_model, format, **opts) -> Path`` writes a self-describing file;
 ``repyolo.runtime.load_backend(path)`` runs it.

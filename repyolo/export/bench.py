@@ -8,7 +8,11 @@ shared machine) hits every backend alike. Each timing is one call ``backend(x)``
 
 Backends: ``torch`` (fused, or not with ``fuse=False``), ``torch-unfused``, ``torchscript``,
 ``onnx`` (onnxruntime CPU), ``openvino`` (CPU, fp32), ``openvino-bf16`` (CPU, bf16 inference
-precision, where the CPU has AVX512-BF16/AMX).
+precision, where the CPU has AVX512-BF16/AMX), ``ncnn`` (the ``ncnn`` package, fp32, one image per
+call; decoding in Python, as for every NCNN user).
+
+``weights`` may also be an exported file (an NCNN ``.param`` or folder, ``.onnx``, OpenVINO folder,
+``.torchscript``): then that file alone is timed, as its own backend.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from repyolo.errors import RepyoloError
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-BACKENDS = ("torch", "torch-unfused", "torchscript", "onnx", "openvino", "openvino-bf16")
+BACKENDS = ("torch", "torch-unfused", "torchscript", "onnx", "openvino", "openvino-bf16", "ncnn")
 
 
 def _load_source(weights) -> tuple[torch.nn.Module, str]:
@@ -66,7 +70,8 @@ def build_backends(model: torch.nn.Module, names: list[str], img_size: tuple[int
 
     def exported_file(fmt: str) -> Path:
         if fmt not in exported:
-            suffix = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript"}[fmt]
+            suffix = {"onnx": ".onnx", "openvino": "_openvino_model", "torchscript": ".torchscript",
+                      "ncnn": "_ncnn_model"}[fmt]
             exported[fmt] = export_model(model, fmt, img_size=img_size, batch=batch,
                                          output=workdir / f"model{suffix}")
         return exported[fmt]
@@ -78,6 +83,8 @@ def build_backends(model: torch.nn.Module, names: list[str], img_size: tuple[int
             backends[name] = load_backend(exported_file("torchscript"), threads=threads)
         elif name == "onnx":
             backends[name] = load_backend(exported_file("onnx"), threads=threads)
+        elif name == "ncnn":
+            backends[name] = load_backend(exported_file("ncnn"), threads=threads)
         elif name in ("openvino", "openvino-bf16"):
             backends[name] = load_backend(exported_file("openvino"), threads=threads,
                                           precision="bf16" if name.endswith("bf16") else "f32")
@@ -118,7 +125,8 @@ def summarize(ms: list[float], batch: int) -> dict:
 
 
 def exported_kind(weights) -> str | None:
-    """``'onnx' | 'openvino' | 'torchscript'`` for an exported model file (or OpenVINO folder), else ``None``."""
+    """``'onnx' | 'openvino' | 'torchscript' | 'ncnn'`` for an exported model file (or an OpenVINO /
+    NCNN folder), else ``None``."""
     if isinstance(weights, torch.nn.Module):
         return None
     path = Path(str(weights))
@@ -127,6 +135,8 @@ def exported_kind(weights) -> str | None:
         return "onnx"
     if suffix == ".torchscript":
         return "torchscript"
+    if suffix == ".param" or (path.is_dir() and any(path.glob("*.param"))):
+        return "ncnn"
     if suffix == ".xml" or path.is_dir():
         return "openvino"
     return None
@@ -140,7 +150,8 @@ def _backend_names(backends, kind: str | None, weights) -> list[str]:
     bad = [b for b in names if b not in BACKENDS]
     if bad or not names:
         raise RepyoloError(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}")
-    allowed = {"onnx": ("onnx",), "torchscript": ("torchscript",), "openvino": ("openvino", "openvino-bf16")}
+    allowed = {"onnx": ("onnx",), "torchscript": ("torchscript",), "openvino": ("openvino", "openvino-bf16"),
+               "ncnn": ("ncnn",)}
     if kind and any(b not in allowed[kind] for b in names):
         raise RepyoloError(f"{weights}: an exported {kind} model runs on the {' / '.join(allowed[kind])} backend "
                            f"only (asked: {', '.join(names)}); to compare runtimes, bench the .pt checkpoint")
@@ -171,7 +182,8 @@ def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=None,
               workdir: str | Path | None = None, seed: int = 0) -> dict:
     """Measure ``weights`` on ``backends``: a checkpoint, a model name/YAML or a model (exported on
     the fly for each runtime; default torch, onnx, openvino), or an exported file (``.onnx``,
-    OpenVINO folder, ``.torchscript``: timed on its own runtime, at its own fixed size and batch).
+    OpenVINO folder, ``.torchscript``, NCNN ``.param`` / folder: timed on its own runtime, at its own
+    fixed size and batch).
 
     Returns ``{"model", "img", "batch", "threads", "warmup", "runs", "fused", "gflops", "cpu",
     "versions", "results": {backend: {"median_ms", "p90_ms", "mean_ms", "min_ms", "std_ms",
@@ -204,7 +216,7 @@ def benchmark(weights, img_size: int | tuple[int, int] = 640, backends=None,
             built = build_backends(model, names, (h, w), batch, threads, fuse, Path(tmp))
             times = time_round_robin(built, x, warmup, runs)
     versions = {"torch": torch.__version__}
-    for mod in ("onnxruntime", "openvino"):
+    for mod in ("onnxruntime", "openvino", "ncnn"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:

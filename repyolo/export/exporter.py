@@ -17,8 +17,8 @@ from repyolo.runtime.metadata import build_metadata
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-FORMATS = ("onnx", "openvino", "torchscript")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": "_openvino_model"}
+FORMATS = ("onnx", "openvino", "torchscript", "ncnn")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript", "openvino": "_openvino_model", "ncnn": "_ncnn_model"}
 
 
 def deploy_model(weights_or_model) -> torch.nn.Module:
@@ -50,7 +50,8 @@ def input_size(img_size, stride: int) -> tuple[int, int]:
 
 
 def default_output(weights_or_model, model: torch.nn.Module, fmt: str) -> Path:
-    """``W.onnx`` / ``W.torchscript`` / ``W_openvino_model/`` beside the weights (cwd for a model object)."""
+    """``W.onnx`` / ``W.torchscript`` / ``W_openvino_model/`` / ``W_ncnn_model/`` beside the weights (cwd for
+    a model object)."""
     if isinstance(weights_or_model, (str, Path)):
         base = Path(weights_or_model)
         return base.with_name(base.stem + SUFFIX[fmt])
@@ -66,10 +67,12 @@ def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tupl
     INT8 files come from the quantization stage (:func:`repyolo.quant.export_int8`).
 
     Args:
-        format: ``'onnx' | 'openvino' | 'torchscript'``.
+        format: ``'onnx' | 'openvino' | 'torchscript' | 'ncnn'`` (NCNN: a folder with ``.param``, ``.bin`` and
+            ``metadata.json``; the graph ends at the raw head outputs and takes any input size).
         img_size: input size, an int or ``(H, W)``, multiples of the model stride.
         batch: fixed batch size; ``dynamic=True`` makes batch, height and width free (ONNX, OpenVINO).
-        half: fp16 (ONNX: for GPU providers; OpenVINO: fp16-compressed weights; TorchScript: CUDA only).
+        half: fp16 (ONNX: for GPU providers; OpenVINO: fp16-compressed weights; TorchScript: CUDA only;
+            NCNN: fp16 weight storage).
         opset: ONNX opset (13..20 with torch 2.13).
         simplify: run onnxslim on the ONNX graph.
         nms: end-to-end graph with class-aware NMS (ONNX, OpenVINO): outputs ``num_dets``,
@@ -82,11 +85,12 @@ def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tupl
         raise RepyoloError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if batch < 1:
         raise RepyoloError(f"--batch {batch}: must be >= 1")
-    if fmt != "torchscript":
+    if fmt in ("onnx", "openvino"):
         check_opset(opset)
     if nms:
-        if fmt == "torchscript":
-            raise RepyoloError("--nms is available for onnx and openvino exports (TorchScript keeps raw outputs)")
+        if fmt in ("torchscript", "ncnn"):
+            raise RepyoloError(f"--nms is available for onnx and openvino exports ({fmt} keeps raw outputs; "
+                               "NMS runs in repyolo's post-processing)")
         if max_det < 1 or not 0.0 <= conf < 1.0 or not 0.0 < iou <= 1.0:
             raise RepyoloError(f"--nms needs max_det >= 1, 0 <= conf < 1, 0 < iou <= 1 "
                                f"(got {max_det}, {conf}, {iou})")
@@ -108,6 +112,13 @@ def export_model(weights_or_model, format: str = "onnx", *, img_size: int | tupl
         from repyolo.export.openvino import export_openvino
 
         return export_openvino(model, out, meta, size, batch, dynamic, half, opset, nms_cfg)
+    if fmt == "ncnn":
+        from repyolo.export.ncnn import export_ncnn
+
+        if dynamic or batch != 1:
+            LOGGER.info("NCNN: the graph takes any input size and runs one image per call; --dynamic / --batch "
+                        "change nothing")
+        return export_ncnn(model, out, meta, size, half)
     from repyolo.export.torchscript import export_torchscript
 
     if dynamic:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from repyolo.errors import CheckpointError
+from repyolo.io.ncnn_import import convert_ncnn, looks_ncnn
 from repyolo.io.official import convert_official, looks_official
 from repyolo.io.torchfile import load_torch_file
 from repyolo.nn.model import YOLOv6
@@ -76,7 +77,8 @@ def remove_stale_temp_files(folder: str | Path) -> int:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """Read a repyolo checkpoint safely; an official YOLOv6 checkpoint is converted on the fly.
+    """Read a repyolo checkpoint safely; an official YOLOv6 checkpoint, or a released YOLOv6-Lite NCNN
+    ``.param`` (with its ``.bin``), is converted on the fly.
 
     The file is read by :func:`repyolo.io.torchfile.load_torch_file` (torch's weights-only
     unpickler; nothing from the file runs). Raises :class:`CheckpointError` with a one-line reason
@@ -90,6 +92,9 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
+    if looks_ncnn(path):
+        LOGGER.info("%s: NCNN model, converting (YOLOv6-Lite graphs only)", path)
+        return {"format": FORMAT, "version": VERSION, **convert_ncnn(path)}
     if looks_official(path):
         converted = convert_official(path)  # refuses unsafe files before anything is logged as "official"
         LOGGER.info("%s: official YOLOv6 checkpoint, converted (no code from the file was run)", path)

@@ -722,7 +722,11 @@ def parse_bin(data: bytes, graph: NcnnGraph, source: str = "<bytes>"
     weights: dict[str, dict[str, np.ndarray]] = {}
     storage: dict[str, str] = {}
     for layer in graph.layers:
-        arrays, kind = _read_layer(cursor, layer, graph.source)
+        try:
+            arrays, kind = _read_layer(cursor, layer, graph.source)
+        except NcnnFormatError as e:
+            misfit = _first_misfit(data, graph, source)
+            raise (misfit or e) from None
         if arrays:
             if layer.name in weights:
                 raise NcnnFormatError(f"{graph.source}:{layer.line}: layer name {layer.name!r} used twice by "
@@ -732,9 +736,48 @@ def parse_bin(data: bytes, graph: NcnnGraph, source: str = "<bytes>"
             storage[layer.name] = kind
     left = len(data) - cursor.pos
     if left:
-        raise NcnnFormatError(f"{source}: {left} bytes left after the last layer (read {cursor.pos} of "
-                              f"{len(data)}): the .bin does not match {graph.source}")
+        raise _first_misfit(data, graph, source) or NcnnFormatError(
+            f"{source}: {left} bytes left after the last layer (read {cursor.pos} of {len(data)}): the .bin "
+            f"does not match {graph.source}")
     return weights, storage
+
+
+KNOWN_TAGS = (TAG_FP32, TAG_FP16, TAG_BF16, TAG_INT8, TAG_FP32_SCALED)
+
+
+def _first_misfit(data: bytes, graph: NcnnGraph, source: str) -> NcnnFormatError | None:
+    """When a ``.bin`` does not fit ``graph``: the error naming the first layer whose data does not
+    have the size its params declare, or ``None`` when that cannot be told (a plain truncation).
+
+    Every quantizable array starts with a storage tag; a file written for other params puts the
+    next tag at a different offset, so the first unknown tag (NCNN's rarely used 256-entry-table
+    storage counts as unknown here) follows the first misfit layer: the last one read before it.
+    """
+    cursor = _BinCursor(data, source)
+    last = None  # the last layer that stores something, read under this graph's params
+    for layer in graph.layers:
+        slots = slots_of(layer, graph.source)
+        for slot in slots:
+            if slot.tagged:
+                if len(data) - cursor.pos < 4:
+                    return None
+                tag = int(np.frombuffer(data, dtype="<u4", count=1, offset=cursor.pos)[0])
+                if tag not in KNOWN_TAGS:
+                    culprit = last or layer
+                    why = (f"its data in the .bin is not the size its params declare (unknown storage tag "
+                           f"0x{tag:08x} at offset {cursor.pos} right after it)") if last else \
+                        f"unknown storage tag 0x{tag:08x} at offset {cursor.pos}"
+                    return NcnnFormatError(f"{source}: does not match {graph.source}: first mismatching layer "
+                                           f"{culprit.name!r} ({culprit.type}, param line {culprit.line}): {why}")
+                width = {TAG_FP16: 2, TAG_BF16: 2, TAG_INT8: 1}.get(tag, 4)
+                cursor.pos += 4 + _align4(width * slot.count)
+            else:
+                cursor.pos += 4 * slot.count
+            if cursor.pos > len(data):
+                return None
+        if slots:
+            last = layer
+    return None
 
 
 def read_bin(path: str | os.PathLike, graph: NcnnGraph) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
@@ -869,7 +912,7 @@ def write_ncnn(graph: NcnnGraph, weights: Mapping[str, Mapping[str, np.ndarray]]
     data = format_bin(graph, weights, storage)
     param_path.write_text(text, encoding="utf-8")
     bin_path.write_bytes(data)
-    LOGGER.info("wrote %s (%d layers) and %s (%d bytes)", param_path, len(graph.layers), bin_path, len(data))
+    LOGGER.debug("wrote %s (%d layers) and %s (%d bytes)", param_path, len(graph.layers), bin_path, len(data))
     return param_path, bin_path
 
 
@@ -881,7 +924,8 @@ def _import_ncnn():
     try:
         import ncnn  # optional dependency: only the runtime needs it
     except ImportError:
-        raise RepyoloError("the NCNN runtime needs the 'ncnn' Python package: pip install ncnn") from None
+        raise RepyoloError("running NCNN models needs the 'ncnn' package: pip install repyolo[ncnn] "
+                           "(or pip install ncnn)") from None
     return ncnn
 
 
@@ -912,14 +956,15 @@ class NcnnNet:
 
     Args:
         param_path, bin_path: the pair (``bin_path`` defaults to the param path with ``.bin``).
-        num_threads: CPU threads of the runtime (1 by default: steady on a shared machine).
+        num_threads: CPU threads of the runtime (1 by default: steady on a shared machine; ``None``:
+            ncnn's own default, the big cores).
         fp32: run in float32 (turn off NCNN's fp16 / bf16 storage and arithmetic, which are on
             by default on CPUs that have them); weights stored as fp16 are widened on load.
         quiet: hide NCNN's stderr messages (e.g. its notes about 1-D convolution inputs).
     """
 
     def __init__(self, param_path: str | os.PathLike, bin_path: str | os.PathLike | None = None,
-                 num_threads: int = 1, fp32: bool = True, quiet: bool = True):
+                 num_threads: int | None = 1, fp32: bool = True, quiet: bool = True):
         ncnn = _import_ncnn()
         self.param_path = Path(param_path)
         self.bin_path = Path(bin_path) if bin_path is not None else self.param_path.with_suffix(".bin")
@@ -927,7 +972,8 @@ class NcnnNet:
         self.quiet = quiet
         self.net = ncnn.Net()
         opt = self.net.opt
-        opt.num_threads = int(num_threads)
+        if num_threads is not None:
+            opt.num_threads = int(num_threads)
         if fp32:
             opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = False
             opt.use_bf16_storage = False

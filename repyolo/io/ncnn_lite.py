@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from repyolo.io.ncnn import NcnnFormatError, NcnnGraph, NcnnLayer
+from repyolo.nn.model import BN_EPS
 
-LITE_BN_EPS = 1e-3  # BatchNorm eps of the official models (their weight initialisation sets it)
 ACTIVATION_TYPES = {0: None, 1: "ReLU", 2: "LeakyReLU", 3: "Clip", 4: "Sigmoid", 5: "Mish", 6: "HardSwish"}
 CONV_TYPES = ("Convolution", "ConvolutionDepthWise")
 
@@ -313,7 +313,7 @@ def map_lite_graph(graph: NcnnGraph) -> LiteMapping:
 # state dict
 
 
-def identity_bn(bias: np.ndarray, eps: float = LITE_BN_EPS) -> dict[str, np.ndarray]:
+def identity_bn(bias: np.ndarray, eps: float = BN_EPS) -> dict[str, np.ndarray]:
     """BatchNorm buffers whose eval output is exactly ``x + bias`` (float32), for this ``eps``.
 
     ``running_var = 1 - eps`` rounded so that ``float32(var + eps) == 1``.
@@ -331,12 +331,13 @@ def identity_bn(bias: np.ndarray, eps: float = LITE_BN_EPS) -> dict[str, np.ndar
 
 
 def lite_state_dict_from_ncnn(graph: NcnnGraph, weights: dict[str, dict[str, np.ndarray]],
-                              bn_eps: float = LITE_BN_EPS) -> dict[str, np.ndarray]:
+                              bn_eps: float = BN_EPS) -> dict[str, np.ndarray]:
     """The official YOLOv6-Lite state dict (official key names) equivalent to an NCNN Lite model.
 
     Args:
         graph, weights: from :func:`repyolo.io.ncnn.read_ncnn`.
-        bn_eps: the eps of the BatchNorm layers the weights will be loaded into.
+        bn_eps: the eps of the BatchNorm layers the weights will be loaded into (repyolo's
+            :data:`~repyolo.nn.model.BN_EPS`, the official models' value, by default).
     Returns:
         ``{official key: array}`` in walk order: conv weights ``(out, in/groups, kh, kw)`` float32,
         identity BatchNorms carrying the folded biases (see :func:`identity_bn`), conv biases

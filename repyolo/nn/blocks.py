@@ -425,8 +425,8 @@ class MBLABlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chunks = self.cv1(x).split(self.c, 1)
         outs = [chunks[0]]
-        for chunk, branch in zip(chunks[1:], self.m):
-            outs.append(chunk)
+        for i, branch in enumerate(self.m):  # chunks indexed, not iterated: torch.fx traces it (NCNN export)
+            outs.append(chunks[i + 1])
             for unit in branch:
                 outs.append(unit(outs[-1]))
         return self.cv2(torch.cat(outs, 1))

@@ -134,9 +134,7 @@ class EffiDeHead(nn.Module):
     def forward(self, feats: list[torch.Tensor]):
         cls_out, reg_out, dist_out, cls_ab, reg_ab = [], [], [], [], []
         for i, f in enumerate(feats):
-            x = self.stems[i](f)
-            cls_feat = self.cls_convs[i](x)
-            reg_feat = self.reg_convs[i](x)
+            cls_feat, reg_feat = self._branches(i, f)
             cls_out.append(self._flatten(self.cls_preds[i](cls_feat)))
             reg_out.append(self._flatten(self.reg_preds[i](reg_feat)))
             if self.training:
@@ -162,6 +160,22 @@ class EffiDeHead(nn.Module):
         dist = dfl_decode(reg) if self.use_dfl else reg
         boxes = dist2bbox(dist * strides, points)
         return torch.cat((boxes, cls.sigmoid()), -1)
+
+    def _branches(self, i: int, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Level ``i``: stem, then the class and box branch features, each ``(B, C_i, H_i, W_i)``."""
+        x = self.stems[i](f)
+        return self.cls_convs[i](x), self.reg_convs[i](x)
+
+    def raw_levels(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The head's outputs before decoding, one map per level (what deployment graphs end with):
+        ``(B, nc + n_reg, H_i, W_i)``: sigmoid class scores, then the box regression: 4 ltrb distances
+        in grid units (``n_reg = 4``) or, with DFL, the ``4 * (reg_max + 1)`` bin logits (side-major).
+        Anchor points are the cell centres; distances times the stride are pixels."""
+        out = []
+        for i, f in enumerate(feats):
+            cls_feat, reg_feat = self._branches(i, f)
+            out.append(torch.cat((self.cls_preds[i](cls_feat).sigmoid(), self.reg_preds[i](reg_feat)), 1))
+        return out
 
     def drop_aux(self) -> None:
         """Remove the training-only branches (anchor-aided, DLD) for deployment."""

@@ -82,6 +82,26 @@ def decode_distances(reg: torch.Tensor) -> torch.Tensor:
     return reg if reg.shape[-1] == 4 else dfl_decode(reg)
 
 
+def decode_levels(levels: list[torch.Tensor], nc: int, strides: list[int], use_dfl: bool = False) -> torch.Tensor:
+    """Raw per-level head outputs -> the model's eval-mode predictions.
+
+    Args:
+        levels: per level ``(B, nc + n_reg, H_l, W_l)``: class scores (already 0..1), then ``n_reg``
+            box channels: 4 ltrb distances in grid units, or ``4 * (reg_max + 1)`` DFL logits
+            (side-major) when ``use_dfl`` (what :meth:`repyolo.nn.head.EffiDeHead.raw_levels` and the
+            NCNN graphs give).
+        strides: the stride of each level.
+    Returns:
+        ``(B, A, 4 + nc)``: ``x1 y1 x2 y2`` in input pixels (anchor points at cell centres), scores.
+    """
+    flat = [lv.flatten(2).transpose(1, 2) for lv in levels]  # (B, H*W, C), row-major cells
+    out = torch.cat(flat, 1)
+    cls, reg = out[..., :nc], out[..., nc:]
+    points, stride = make_anchors([tuple(lv.shape[2:]) for lv in levels], strides, 0.5, out.device, out.dtype)
+    dist = dfl_decode(reg) if use_dfl else reg
+    return torch.cat((dist2bbox(dist * stride, points), cls), -1)
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """``(..., 4)`` xyxy -> ``(...)`` area (negative sizes count as 0)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)

@@ -1,8 +1,9 @@
-"""One inference interface over several runtimes (PyTorch, ONNX Runtime, OpenVINO, TorchScript).
+"""One inference interface over several runtimes (PyTorch, ONNX Runtime, OpenVINO, TorchScript, NCNN).
 
 :func:`load_backend` picks the runtime from the weights' type: a ``.pt`` checkpoint (or an
 ``nn.Module``) -> :class:`~repyolo.runtime.pytorch.TorchBackend`; ``.onnx`` -> ONNX Runtime; an
-OpenVINO IR folder or ``.xml`` -> OpenVINO; ``.torchscript`` -> TorchScript. Every backend maps a
+NCNN ``.param`` or a folder holding one -> NCNN; an OpenVINO IR folder or ``.xml`` -> OpenVINO;
+``.torchscript`` -> TorchScript. Every backend maps a
 float ``(B, 3, H, W)`` RGB batch in 0..1 to ``(B, A, 4 + nc)`` raw predictions (see
 :class:`~repyolo.runtime.base.Backend`). Any failure to open a file is one
 :class:`~repyolo.errors.RepyoloError` line naming it, never a traceback from the runtime.
@@ -28,6 +29,10 @@ def _open(weights: str | Path | torch.nn.Module, device, **kwargs) -> Backend:
     if not path.exists():
         raise CheckpointError(f"{path}: weights not found")
     suffix = path.suffix.lower()
+    if suffix == ".param" or (path.is_dir() and any(path.glob("*.param"))):
+        from repyolo.runtime.ncnn import NcnnBackend
+
+        return NcnnBackend(path, device, **kwargs)
     if suffix == ".onnx":
         from repyolo.runtime.onnx import OnnxBackend
 

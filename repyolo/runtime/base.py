@@ -15,12 +15,13 @@ one ``(N, 6)`` tensor ``x1 y1 x2 y2 score class`` per image.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from repyolo.errors import RepyoloError
+from repyolo.errors import CheckpointError, RepyoloError
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -65,6 +66,22 @@ class Backend:
                                f"got {h}x{w}; use --img {self.img_size[0]} or re-export with --dynamic")
         if h % self.stride or w % self.stride:
             raise RepyoloError(f"{self.source}: input {h}x{w} is not a multiple of the stride {self.stride}")
+
+
+def resolve_pair(path: str | Path, suffix: str, kind: str) -> Path:
+    """A folder holding exactly one ``*suffix`` file, or that file -> its path; the ``.bin`` weights of
+    the same name must be beside it (OpenVINO ``.xml``, NCNN ``.param``). One-line errors name the path."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob(f"*{suffix}"))
+        if len(found) != 1:
+            raise CheckpointError(f"{path}: expected one {kind} {suffix} in the folder, found {len(found)}")
+        path = found[0]
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {kind} model not found")
+    if not path.with_suffix(".bin").is_file():
+        raise CheckpointError(f"{path}: the weights file {path.with_suffix('.bin').name} is missing beside it")
+    return path
 
 
 def run_in_batches(fn: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, batch: int | None) -> list[np.ndarray]:

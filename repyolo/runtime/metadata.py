@@ -1,8 +1,8 @@
 """Self-describing deployed models: the metadata every exported file carries.
 
 An exported model (ONNX ``metadata_props``, OpenVINO ``rt_info`` + ``metadata.yaml``,
-TorchScript ``_extra_files``) stores one flat dict of string keys; values are JSON text
-(strings are stored as they are). Keys::
+TorchScript ``_extra_files``, NCNN ``metadata.json`` beside the pair) stores one flat dict of
+string keys; values are JSON text (strings are stored as they are). Keys::
 
     format          "repyolo"  (marks a file written by this exporter)
     repyolo_version "0.1.0"
@@ -36,6 +36,7 @@ LETTERBOX = {"pad_value": 114, "center": True}
 OPENVINO_RT_SECTION = "repyolo"      # OpenVINO rt_info section holding the metadata
 OPENVINO_METADATA_FILE = "metadata.yaml"  # copy beside the IR (older readers)
 TORCHSCRIPT_EXTRA_FILE = "metadata.json"  # TorchScript _extra_files entry
+NCNN_METADATA_FILE = "metadata.json"  # beside the .param / .bin (a .param has no metadata slot)
 _STRING_KEYS = {"format", "repyolo_version", "task", "model", "output_layout", "outputs"}
 
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from repyolo.errors import CheckpointError, RepyoloError, one_line
-from repyolo.runtime.base import FileBackend
+from repyolo.runtime.base import FileBackend, resolve_pair
 from repyolo.runtime.metadata import END2END_OUTPUTS, from_strings, to_strings
 from repyolo.runtime.metadata import OPENVINO_METADATA_FILE as METADATA_FILE
 from repyolo.runtime.metadata import OPENVINO_RT_SECTION as RT_SECTION
@@ -21,17 +21,7 @@ PRECISIONS = ("f32", "bf16", "f16")
 
 def resolve_xml(path: str | Path) -> Path:
     """An IR folder (holding exactly one ``.xml``) or an ``.xml`` file -> the ``.xml`` path."""
-    path = Path(path)
-    if path.is_dir():
-        xmls = sorted(path.glob("*.xml"))
-        if len(xmls) != 1:
-            raise CheckpointError(f"{path}: expected one OpenVINO .xml in the folder, found {len(xmls)}")
-        path = xmls[0]
-    if not path.is_file():
-        raise CheckpointError(f"{path}: OpenVINO model not found")
-    if not path.with_suffix(".bin").is_file():
-        raise CheckpointError(f"{path}: the weights file {path.with_suffix('.bin').name} is missing beside it")
-    return path
+    return resolve_pair(path, ".xml", "OpenVINO")
 
 
 def _read_metadata(ov_model, xml: Path) -> dict:

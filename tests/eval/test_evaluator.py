@@ -95,3 +95,13 @@ def test_end_to_end_backend_is_evaluated(tmp_path):
     data = make_box_dataset(tmp_path / "ds", shapes=[(64, 96), (100, 60), (90, 90)], background=False)
     res = Evaluator(data=data, img_size=128, batch_size=2, workers=0)(EndToEndBackend(white_box))
     assert res["map50"] == pytest.approx(1.0)
+
+
+def test_release_protocol_options_reach_the_data_set_and_nms(tmp_path):
+    """``--single-label`` / ``--full-decode`` / ``--uniform-gain`` (the official demos' protocol)."""
+    data = make_box_dataset(tmp_path / "ds")
+    ev = Evaluator(data=data, img_size=160, batch_size=2, rect=False, workers=0, multi_label=False,
+                   reduced_decode=False, uniform_gain=True)
+    res = ev(BoxBackend(white_box))
+    assert ev._ds.reduced_decode is False and not ev._ds.rect
+    assert res["map50"] == pytest.approx(1.0) and res["map"] > 0.85

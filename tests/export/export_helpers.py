@@ -13,7 +13,8 @@ from repyolo.nn.model import load_model_config
 
 
 @torch.no_grad()
-def perturb(model: torch.nn.Module, seed: int = 0, cls_bias: float = -4.0, spread: float = 1.0) -> torch.nn.Module:
+def perturb(model: torch.nn.Module, seed: int = 0, cls_bias: float = -4.0, spread: float = 1.0,
+            size: int = 160) -> torch.nn.Module:
     """Seeded random BN statistics and head weights; box distances stay positive (valid boxes).
 
     The class branch is calibrated on a random input so that every class has the same mean
@@ -37,7 +38,7 @@ def perturb(model: torch.nn.Module, seed: int = 0, cls_bias: float = -4.0, sprea
     feats = {}
     hooks = [conv.register_forward_hook(lambda mod, inp, out, k=k: feats.__setitem__(k, inp[0]))
              for k, conv in enumerate(head.cls_preds)]
-    model.eval()(torch.rand(2, 3, 160, 160, generator=g))
+    model.eval()(torch.rand(2, 3, size, size, generator=g))  # size: a multiple of the model's stride
     for h in hooks:
         h.remove()
     for k, conv in enumerate(head.cls_preds):

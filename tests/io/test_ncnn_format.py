@@ -144,12 +144,12 @@ def test_bad_param_text_is_one_line_error(text, match):
     one_line_error(excinfo)
 
 
-def test_repeated_layer_names(caplog):
+def test_repeated_layer_names(repyolo_log):
     """pnnx writes two ``splitncnn_0`` in some graphs (the runtime accepts it): read with a warning,
     refused when weights would collide, never written."""
     text = "7767517\n3 4\nInput a 0 1 x\nSplit s 1 2 x y z\nSplit s 1 1 y w\n"
     g = parse_param(text, "dup.param")
-    assert [l.name for l in g.layers] == ["a", "s", "s"] and "used twice" in caplog.text
+    assert [l.name for l in g.layers] == ["a", "s", "s"] and "used twice" in repyolo_log.text()
     with pytest.raises(NcnnFormatError, match="layer name 's' used twice"):
         format_param(g)
     text = "7767517\n3 3\nInput a 0 1 x\nPReLU p 1 1 x y 0=1\nPReLU p 1 1 y z 0=1\n"
