@@ -12,6 +12,7 @@ SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "
 
 # one thread: on a loaded 2-core machine two OpenMP threads wait on each other (50-100x slower steps)
 torch.set_num_threads(1)
+os.environ.setdefault("REPYOLO_THREADS", "1")  # the thread policy of repyolo.utils.threads: same choice
 
 
 def _dataset(name: str) -> Path:

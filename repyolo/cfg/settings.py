@@ -166,10 +166,15 @@ class TrainArgs:
     teacher: str | None = setting(None, "teacher checkpoint for self-distillation")
     distill: bool = setting(False, "self-distillation from --teacher")
     sync_bn: bool = setting(False, "SyncBatchNorm under DDP")
-    amp: bool = setting(True, "mixed precision on CUDA", cli="--no-amp")
+    amp: bool = setting(True, "mixed precision: float16 on CUDA, bfloat16 on a CPU with native bfloat16 "
+                        "(avx512_bf16 / AMX); float32 elsewhere", cli="--no-amp")
+    channels_last: bool | None = setting(None, "channels-last memory format (default: on CUDA only; torch 2.13's "
+                                         "CPU kernels corrupt memory with it)")
+    compile: bool = setting(False, "torch.compile the training forward (minutes of compile time: long runs only; "
+                            "falls back to eager if it fails)")
     cache: str | None = setting(None, "cache decoded images in RAM", ("ram",))
-    eval_interval: int | None = setting(None, "evaluate every N epochs and at the end (default: as often as "
-                                        "model selection needs, see the log)")
+    eval_interval: int | None = setting(None, "evaluate every N epochs and at the end (default: an automatic "
+                                        "schedule, sparse early and every epoch near the end; see the log)")
     no_val: bool = setting(False, "skip evaluation during training")
     rect_val: bool = setting(True, "rectangular validation batches", cli="")
     max_batches: int | None = setting(None, "debugging: stop every epoch after N batches", cli="")
