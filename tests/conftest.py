@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "
 # one thread: on a loaded 2-core machine two OpenMP threads wait on each other (50-100x slower steps)
 torch.set_num_threads(1)
 os.environ.setdefault("REPYOLO_THREADS", "1")  # the thread policy of repyolo.utils.threads: same choice
+# cached runtime exports (repyolo.export.cache) of the tests go to a throw-away folder, not ~/.cache
+os.environ.setdefault("REPYOLO_CACHE_DIR", tempfile.mkdtemp(prefix="repyolo-test-cache-"))
 
 
 def _dataset(name: str) -> Path:

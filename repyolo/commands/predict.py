@@ -26,7 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-det", type=int, default=300, help="detections kept per image")
     p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class ids")
     p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
-    p.add_argument("--rect", action="store_true", help="minimal padding (multiple of the stride) instead of square")
+    p.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
+                   help="minimal padding to a multiple of the stride (default; --no-rect: square img x img)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="runtime for .pt weights: auto = a cached ONNX Runtime export when it pays (CPU), "
+                        "torch = PyTorch, onnx = always the ONNX Runtime export")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass")
     p.add_argument("--vid-stride", type=int, default=1, help="use every n-th video frame")
     p.add_argument("--device", default="cpu", help="cpu, 0 (CUDA device) or cuda:N")
@@ -46,16 +50,25 @@ def run(args: argparse.Namespace) -> int:
     from repyolo.data.media import resolve_sources
     from repyolo.engine.predictor import Predictor
     from repyolo.engine.results import PredictionWriter
+    from repyolo.export.cache import open_fast_backend
+    from repyolo.utils.device import select_device
     from repyolo.utils.logging import get_logger
     from repyolo.utils.paths import increment_path
+    from repyolo.utils.threads import apply_threads
 
     log = get_logger("repyolo.predict")
     warnings: list[str] = []
     # sources first: a typo in --source fails before the model is loaded
     entries = resolve_sources(args.source if len(args.source) > 1 else args.source[0], warnings)
-    predictor = Predictor(args.weights, device=args.device, img_size=args.img, conf_thres=args.conf,
+    # the thread policy's count, for the runtime the backend opens (the Predictor logs the choice)
+    threads = apply_threads(getattr(args, "threads", None), workers=0, who="predict", log=False)
+    n_frames = None if any(e.kind in ("video", "stream") for e in entries) else len(entries)
+    backend = open_fast_backend(args.weights, select_device(args.device), (args.img, args.img), args.runtime,
+                                threads=threads, n_frames=n_frames, half=args.half)
+    predictor = Predictor(backend, device=args.device, img_size=args.img, conf_thres=args.conf,
                           iou_thres=args.iou, max_det=args.max_det, classes=args.classes,
-                          agnostic=args.agnostic_nms, rect=args.rect, batch_size=args.batch, half=args.half)
+                          agnostic=args.agnostic_nms, rect=args.rect, batch_size=args.batch, half=args.half,
+                          threads=getattr(args, "threads", None))
     save_dir = increment_path(Path(args.project) / args.name, exist_ok=args.exist_ok)
     outputs = None
     n, totals = 0, {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
@@ -65,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                 save_dir.mkdir(parents=True, exist_ok=True)
                 outputs = PredictionWriter(save_dir, save_img=not args.nosave, save_txt=args.save_txt,
                                            save_json=args.save_json, line_width=args.line_width,
-                                           hide_labels=args.hide_labels, hide_conf=args.hide_conf)
+                                           hide_labels=args.hide_labels, hide_conf=args.hide_conf,
+                                           background=True)
             outputs.add(frame, result)
             n += 1
             for k in totals:

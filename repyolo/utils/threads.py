@@ -87,12 +87,13 @@ def requested_threads(requested: int | None = None, environ=None) -> int | None:
     return None
 
 
-def apply_threads(requested: int | None = None, workers: int = 0, who: str = "repyolo", processes: int = 1) -> int:
+def apply_threads(requested: int | None = None, workers: int = 0, who: str = "repyolo", processes: int = 1,
+                  log: bool = True) -> int:
     """Set torch's intra-op threads by :func:`choose_threads` on this machine; returns the count.
 
     ``processes``: processes of this job sharing the machine's cores (DDP on one CPU host), each
     gets its share. The choice is logged (once per distinct ``who`` / decision), with the numbers
-    it came from.
+    it came from (``log=False``: not logged).
     """
     import torch
 
@@ -102,7 +103,7 @@ def apply_threads(requested: int | None = None, workers: int = 0, who: str = "re
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     key = (who, cores, workers, requested, n)
-    if key not in _logged:
+    if log and key not in _logged:
         _logged.add(key)
         why = (f"requested {requested}" if requested else
                f"{cores} available core(s) - {max(0, int(workers or 0))} loader worker(s)")
