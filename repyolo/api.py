@@ -26,7 +26,8 @@ class Detector:
     Args:
         weights: ``.pt`` checkpoint, ONNX file, OpenVINO folder, a runtime Backend or an ``nn.Module``.
         device: ``'cpu'``, ``'0'``, ``'cuda:N'``.
-        img_size: inference size (square letterbox, gray padding; boxes are mapped back exactly).
+        img_size: inference size (long side; gray padding to a multiple of the stride; boxes are mapped back
+            exactly).
         conf, iou: confidence and NMS IoU thresholds; max_det: detections per image.
         classes: keep only these class ids; agnostic: class-agnostic NMS.
         batch_size: images per forward pass when given a list.

@@ -284,7 +284,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[st
             if default:
                 parser.add_argument(flag, dest=f.name, action="store_false", help=f"turn off: {help_text}")
             else:
-                parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+                parser.add_argument(flag, dest=f.name, action="store_true", default=default, help=help_text)
             continue
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
