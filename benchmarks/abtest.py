@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +23,34 @@ REPO = Path(__file__).resolve().parents[1]
 def default_old_tree() -> Path:
     """The baseline worktree (41fdb6b) beside this one: ``$REPYOLO_OLD_TREE`` or ``../base41``."""
     return Path(os.environ.get("REPYOLO_OLD_TREE", REPO.parent / "base41"))
+
+
+NEUTRAL_CWD = tempfile.gettempdir()  # children never start inside a tree: `python -m` would import from there
+
+
+def run_repyolo(tree: Path, argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m repyolo.cli ARGV`` importing ``repyolo`` from ``tree`` (checked once per tree),
+    started in a neutral folder (paths in ``argv`` must be absolute)."""
+    env = env if env is not None else tree_env(tree)
+    check_tree(tree, env)
+    return subprocess.run([sys.executable, "-m", "repyolo.cli", *argv], env=env, cwd=NEUTRAL_CWD,
+                          capture_output=True, text=True)
+
+
+_checked: set = set()
+
+
+def check_tree(tree: Path, env: dict | None = None) -> None:
+    """Fail loudly unless a child process with this environment imports repyolo from ``tree``."""
+    key = str(Path(tree).resolve())
+    if key in _checked:
+        return
+    out = subprocess.run([sys.executable, "-c", "import repyolo; print(repyolo.__file__)"],
+                         env=env or tree_env(tree), cwd=NEUTRAL_CWD, capture_output=True, text=True)
+    where = out.stdout.strip()
+    if not where.startswith(key + "/"):
+        raise RuntimeError(f"a child meant to run {key} imports repyolo from {where or out.stderr[-500:]}")
+    _checked.add(key)
 
 
 def tree_env(tree: Path, threads: int | None = None, extra: dict | None = None) -> dict:
@@ -40,7 +69,8 @@ class Worker:
                  log: str | None = None):
         self.name, self.log = name, log
         err = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
-        self.proc = subprocess.Popen([sys.executable, *argv], env=tree_env(tree, threads), cwd=cwd,
+        check_tree(tree, tree_env(tree, threads))
+        self.proc = subprocess.Popen([sys.executable, *argv], env=tree_env(tree, threads), cwd=cwd or NEUTRAL_CWD,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                                      bufsize=1)
         self.ready = self.read()

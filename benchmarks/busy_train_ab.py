@@ -18,6 +18,7 @@ quiet new / old ratio (target: unchanged or faster).
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtest import REPO, default_old_tree, load_average, tree_env  # noqa: E402
+from abtest import REPO, default_old_tree, load_average, run_repyolo, tree_env  # noqa: E402
 
 
 def start_load(n: int) -> list[subprocess.Popen]:
@@ -43,12 +44,12 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
 def train_once(tree: Path, data: str, project: Path, name: str, args) -> float:
     cmd = [sys.executable, "-m", "repyolo.cli", "train", "--model", args.model, "--data", data, "--epochs",
            str(args.epochs), "--img", str(args.img), "--batch", str(args.batch), "--project", str(project),
-           "--name", name, "--exist-ok", *args.extra]
+           "--name", name, "--exist-ok", *shlex.split(args.extra)]
     env = tree_env(tree)
     env.pop("OMP_NUM_THREADS", None)  # each tree's own thread choice
     env.pop("REPYOLO_THREADS", None)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = run_repyolo(tree, cmd[3:], env)
     if proc.returncode != 0:
         raise RuntimeError(f"{tree}: train failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -66,8 +67,9 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=32)
     ap.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2], help="competing processes per level")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--extra", nargs="*", default=[], help="more train options for both trees")
+    ap.add_argument("--extra", default="", help="more train options for both trees (one string)")
     args = ap.parse_args()
+    args.old, args.new = args.old.resolve(), args.new.resolve()
     from repyolo.data.synthetic import generate_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:

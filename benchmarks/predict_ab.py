@@ -27,15 +27,15 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtest import REPO, default_old_tree, load_average, tree_env  # noqa: E402
+from abtest import REPO, default_old_tree, load_average, run_repyolo, tree_env  # noqa: E402
 
 SHARED = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "shared" / "datasets")).parent
 
@@ -44,8 +44,7 @@ def run_cli(tree: Path, args: list[str], env_extra: dict | None = None) -> tuple
     """Run ``repyolo <args>`` importing from ``tree``; returns (wall s, CPU s of the child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "repyolo.cli", *args], env=tree_env(tree, extra=env_extra),
-                          capture_output=True, text=True)
+    proc = run_repyolo(tree, args, tree_env(tree, extra=env_extra))
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -141,18 +140,20 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="checkpoint both trees can read (default: yolov6n, fresh)")
     ap.add_argument("--check-weights", default=None, help="checkpoint of the equivalence check")
     ap.add_argument("--no-check", dest="check", action="store_false")
-    ap.add_argument("--extra", nargs="*", default=[], help="more options for both command lines")
+    ap.add_argument("--extra", default="", help="more options for both command lines (one string)")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for both sides (default: unset, each tree's own choice)")
     args = ap.parse_args()
+    args.source = str(Path(args.source).resolve())
+    args.old, args.new = args.old.resolve(), args.new.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        weights = Path(args.weights) if args.weights else make_weights(tmp / "yolov6n.pt")
+        weights = Path(args.weights).resolve() if args.weights else make_weights(tmp / "yolov6n.pt")
         cache = {"REPYOLO_CACHE_DIR": str(tmp / "cache")}
         threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
         cache.update(threads)
         base = ["predict", "--weights", str(weights), "--source", args.source, "--img", str(args.img),
-                "--exist-ok", *args.extra]
+                "--exist-ok", *shlex.split(args.extra)]
         print(f"old {args.old} vs new {args.new}: {args.source} at {args.img}, {args.rounds} rounds interleaved; "
               f"load average before: {load_average()}")
         first_new = run_cli(args.new, base + ["--project", str(tmp / "new"), "--name", "first"], cache)

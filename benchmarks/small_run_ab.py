@@ -20,26 +20,26 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtest import REPO, default_old_tree, load_average, tree_env  # noqa: E402
+from abtest import REPO, default_old_tree, load_average, run_repyolo, tree_env  # noqa: E402
 
 
 def run(tree: Path, data: str, project: Path, name: str, seed: int, args) -> dict:
     cmd = [sys.executable, "-m", "repyolo.cli", "train", "--data", data, "--img", str(args.img), "--batch",
            str(args.batch), "--epochs", str(args.epochs), "--seed", str(seed), "--project", str(project), "--name",
-           name, "--exist-ok", *args.extra]
+           name, "--exist-ok", *shlex.split(args.extra)]
     env = tree_env(tree)
     env.pop("OMP_NUM_THREADS", None)
     env.pop("REPYOLO_THREADS", None)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = run_repyolo(tree, cmd[3:], env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{tree}: train failed:\n{proc.stderr[-3000:]}")
@@ -66,12 +66,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=80)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--extra", nargs="*", default=[], help="more train options for both trees")
+    ap.add_argument("--extra", default="", help="more train options for both trees (one string)")
     ap.add_argument("--project", default=None, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
+    args.old, args.new = args.old.resolve(), args.new.resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(args.project) if args.project else Path(tmp)
-        data = args.data
+        project = Path(args.project).resolve() if args.project else Path(tmp)
+        data = str(Path(args.data).resolve()) if args.data else None
         if data is None:
             from repyolo.data.synthetic import generate_synthetic
 

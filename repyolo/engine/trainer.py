@@ -324,8 +324,9 @@ class Trainer:
         """One epoch; returns the mean ``[cls, iou, dfl]`` losses.
 
         The loss values stay on the device and are read back (a host-device sync on CUDA) only
-        every ``sync_every`` steps: every step on a CPU, where reading costs nothing, else when
-        the progress bar refreshes. A non-finite loss stops training at the first read that sees it.
+        every ``sync_every`` steps: every step on a CPU, where reading costs nothing, else every
+        10 steps. A non-finite loss stops training at the first read that sees it (on a CPU:
+        before its backward pass, as before).
         """
         args, model, acc = self.args, self.model, self.recipe.accumulate
         model.train()
