@@ -1,11 +1,13 @@
 """Training speed levers, each a separate switch: mixed precision, channels-last, torch.compile.
 
-* **Mixed precision** (``TrainArgs.amp``, on by default): float16 autocast with a GradScaler on
-  CUDA, as before; bfloat16 autocast on a CPU that computes bfloat16 natively (``avx512_bf16`` or
-  AMX, where oneDNN's bf16 convolutions run about twice as fast as float32), and float32
-  elsewhere. The loss always runs in float32 (:class:`~repyolo.loss.detection.DetectionLoss`),
-  and so do the optimizer, the EMA and evaluation; precise BN runs its convolutions in the
-  training precision (the statistics it collects are float32).
+* **Mixed precision**: float16 autocast with a GradScaler on CUDA (``TrainArgs.amp``, on by
+  default, as before); bfloat16 autocast on a CPU that computes bfloat16 natively
+  (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions run about twice as fast as float32)
+  only when asked for (``TrainArgs.bf16``, off by default: a 40-epoch run ended 4 points of
+  mAP@0.5 below float32 on one seed, not yet separated from seed noise; BENCHMARKS.md). The
+  loss always runs in float32 (:class:`~repyolo.loss.detection.DetectionLoss`), and so do the
+  optimizer, the EMA and evaluation; precise BN runs its convolutions in the training precision
+  (the statistics it collects are float32).
 * **Channels-last** memory format (``TrainArgs.channels_last``, default: on CUDA only). On the
   CPU it is off by default: with torch 2.13, channels-last training of yolov6n corrupted the heap
   (glibc aborts, segfaults; measured with 1x1 stride-2 convolutions of few input channels and in
@@ -49,15 +51,16 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(torch.backends.mkldnn.is_available())
 
 
-def autocast_dtype(device: torch.device, amp: bool, flags: frozenset[str] | None = None) -> torch.dtype | None:
-    """The autocast dtype of training on ``device``: float16 on CUDA, bfloat16 on a CPU with native
-    bfloat16, ``None`` (float32) otherwise or when ``amp`` is off."""
-    if not amp:
-        return None
+def autocast_dtype(device: torch.device, amp: bool, bf16: bool = False,
+                   flags: frozenset[str] | None = None) -> torch.dtype | None:
+    """The autocast dtype of training on ``device``: float16 on CUDA when ``amp``; bfloat16 on a
+    CPU with native bfloat16 when ``bf16`` (else float32, with a warning); ``None`` = float32."""
     if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and native_bf16(flags):
-        return torch.bfloat16
+        return torch.float16 if amp else None
+    if device.type == "cpu" and bf16:
+        if native_bf16(flags):
+            return torch.bfloat16
+        LOGGER.warning("--bf16: this CPU has no native bfloat16 (avx512_bf16 / AMX): training in float32")
     return None
 
 

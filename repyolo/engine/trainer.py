@@ -30,7 +30,7 @@ import yaml
 from repyolo.cfg.settings import Hyp, TrainArgs
 from repyolo.data.config import load_data_config
 from repyolo.data.loader import build_dataloader, set_loader_epoch
-from repyolo.engine.accel import CompiledForward, autocast_dtype, use_channels_last
+from repyolo.engine.accel import CompiledForward, autocast_dtype, native_bf16, use_channels_last
 from repyolo.engine.ema import ModelEMA, unwrap
 from repyolo.engine.evaluator import Evaluator
 from repyolo.engine.optim import Schedule, build_optimizer
@@ -233,12 +233,13 @@ class Trainer:
                                             "weight_decay": self.recipe.weight_decay})
         self.ema = ModelEMA(model, self.recipe.ema_decay, self.recipe.ema_tau) if self.main else None
         self.criterion = build_loss(model, h)
-        self.amp_dtype = autocast_dtype(self.device, args.amp)
+        self.amp_dtype = autocast_dtype(self.device, args.amp, args.bf16)
         self.use_amp = self.amp_dtype is torch.float16  # float16 needs loss scaling, bfloat16 does not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         LOGGER.info("training precision: %s%s", {None: "float32", torch.float16: "float16 autocast",
                                                   torch.bfloat16: "bfloat16 autocast (native on this CPU)"}
-                    [self.amp_dtype], "" if args.amp or self.device.type != "cuda" else " (--no-amp)")
+                    [self.amp_dtype], "" if self.amp_dtype is not None or self.device.type != "cpu" or not
+                    native_bf16() else " (--bf16: bfloat16 autocast, ~1.8x faster on this CPU)")
         self.start_epoch, self.best_fitness, self.step = 0, -1.0, 0
         if self.resume_ckpt:
             self._load_resume_state()
