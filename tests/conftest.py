@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ SHARED_WEIGHTS = Path(os.environ.get("REPYOLO_SHARED_WEIGHTS", REPO.parent / "sh
 
 # one thread: on a loaded 2-core machine two OpenMP threads wait on each other (50-100x slower steps)
 torch.set_num_threads(1)
+os.environ.setdefault("REPYOLO_THREADS", "1")  # the thread policy of repyolo.utils.threads: same choice
+# cached runtime exports (repyolo.export.cache) of the tests go to a throw-away folder, not ~/.cache
+os.environ.setdefault("REPYOLO_CACHE_DIR", tempfile.mkdtemp(prefix="repyolo-test-cache-"))
 
 
 def _dataset(name: str) -> Path:

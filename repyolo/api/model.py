@@ -33,6 +33,7 @@ from repyolo.cfg.settings import Hyp, TrainArgs
 from repyolo.engine.results import Result
 from repyolo.errors import RepyoloError
 from repyolo.runtime import Backend
+from repyolo.utils.device import select_device
 from repyolo.utils.logging import get_logger
 from repyolo.utils.paths import check_output_dir, check_output_path
 
@@ -89,6 +90,7 @@ class YOLO:
         self.kind = source_kind(source)
         self.source = source if self.kind in ("backend", "module") else str(source)
         self.model, self._backend, self.train_args, self._img = None, None, {}, None
+        self._fast = None  # (key, ONNX Runtime backend) of the last predict (see _predict_backend)
         if self.kind == "backend":
             self._backend = source
         elif self.kind == "module":
@@ -131,7 +133,6 @@ class YOLO:
 
     def _torch_backend(self, half: bool = False) -> Backend:
         from repyolo.runtime.pytorch import TorchBackend
-        from repyolo.utils.device import select_device
 
         return TorchBackend(copy.deepcopy(self.model), select_device(self.device), half=half)
 
@@ -253,11 +254,12 @@ class YOLO:
     # ------------------------------------------------------------------ predict
 
     def predict(self, source, img: int | None = None, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                classes=None, agnostic: bool = False, rect: bool = False, batch: int = 1, half: bool = False,
+                classes=None, agnostic: bool = False, rect: bool = True, batch: int = 1, half: bool = False,
                 vid_stride: int = 1, stream: bool = False, save: bool = False, save_txt: bool = False,
                 save_json: bool = False, project: str | Path = "runs/predict", name: str = "exp",
                 exist_ok: bool = False, line_width: int | None = None, hide_labels: bool = False,
-                hide_conf: bool = False, verbose: bool = False, threads: int | None = None):
+                hide_conf: bool = False, verbose: bool = False, threads: int | None = None,
+                runtime: str = "auto"):
         """Detect objects in ``source``: an RGB uint8 array, a path (image, folder, glob, video, list
         file, webcam index, stream URL) or a list of them. Returns one
         :class:`~repyolo.engine.results.Result` per image / frame (a generator with ``stream=True``).
@@ -265,6 +267,11 @@ class YOLO:
         ``save`` writes annotated images / videos, ``save_txt`` YOLO txt labels, ``save_json``
         ``predictions.json`` into a new ``project/name`` (``runs/predict/exp``, ``exp2`` ...).
         Unreadable files are skipped with a warning; DataError when nothing could be read.
+
+        ``rect`` (default) pads only to the next multiple of the stride; ``runtime`` for a ``.pt``
+        checkpoint on the CPU: ``'auto'`` runs a cached, parity-checked ONNX Runtime export of it
+        when the source has enough frames to pay for the export (:mod:`repyolo.export.cache`),
+        ``'onnx'`` always, ``'torch'`` never.
         """
         from repyolo.engine.predictor import Predictor
 
@@ -275,14 +282,43 @@ class YOLO:
             check_output_dir(project)
         else:
             writing = None
-        backend = self._torch_backend(half=True) if half and self.model is not None else self.backend
-        predictor = Predictor(backend, device=self.device, img_size=img or self.default_img(), conf_thres=conf,
+        img = img or self.default_img()
+        backend = self._predict_backend(source, img, runtime, half, threads)
+        predictor = Predictor(backend, device=self.device, img_size=img, conf_thres=conf,
                               iou_thres=iou, max_det=max_det, classes=classes, agnostic=agnostic, rect=rect,
                               batch_size=batch, half=half, **_threads(threads))
         results = self._predict_stream(predictor, source, vid_stride, writing, project, name, exist_ok, verbose)
         return results if stream else list(results)
 
     __call__ = predict
+
+    def _predict_backend(self, source, img: int, runtime: str, half: bool, threads: int | None) -> Backend:
+        """The backend a prediction runs: PyTorch (``self.backend``), or for a ``.pt`` file on the CPU a
+        cached ONNX Runtime export when ``runtime`` allows it (kept for the next call of the same size)."""
+        from repyolo.export.cache import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise RepyoloError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if half and self.model is not None:
+            return self._torch_backend(half=True)
+        if runtime == "torch" or self.kind != "checkpoint" or select_device(self.device).type != "cpu":
+            return self.backend
+        from repyolo.data.media import resolve_sources
+        from repyolo.export.cache import open_fast_backend
+        from repyolo.runtime.pytorch import TorchBackend
+        from repyolo.utils.threads import apply_threads
+
+        key = (img, threads)
+        if self._fast is not None and self._fast[0] == key:
+            return self._fast[1]
+        entries = resolve_sources(source, [])
+        n_frames = None if any(e.kind in ("video", "stream") for e in entries) else len(entries)
+        backend = open_fast_backend(self.source, "cpu", (img, img), runtime,
+                                    threads=apply_threads(threads, workers=0, who="predict", log=False),
+                                    n_frames=n_frames, torch_backend=self.backend)
+        if not isinstance(backend, TorchBackend):
+            self._fast = (key, backend)
+        return backend
 
     def _predict_stream(self, predictor, source, vid_stride, writing, project, name, exist_ok,
                         verbose) -> Iterator[Result]:

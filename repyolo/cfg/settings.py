@@ -169,10 +169,16 @@ class TrainArgs:
     teacher: str | None = setting(None, "teacher checkpoint for self-distillation")
     distill: bool = setting(False, "self-distillation from --teacher")
     sync_bn: bool = setting(False, "SyncBatchNorm under DDP")
-    amp: bool = setting(True, "mixed precision on CUDA", cli="--no-amp")
+    amp: bool = setting(True, "mixed precision on CUDA (float16)", cli="--no-amp")
+    bf16: bool = setting(False, "bfloat16 autocast on a CPU with native bfloat16 (avx512_bf16 / AMX): ~1.8x faster "
+                         "steps, not float32's numbers (see BENCHMARKS.md)")
+    channels_last: bool | None = setting(None, "channels-last memory format (default: on CUDA only; torch 2.13's "
+                                         "CPU kernels corrupt memory with it)")
+    compile: bool = setting(False, "torch.compile the training forward (minutes of compile time: long runs only; "
+                            "falls back to eager if it fails)")
     cache: str | None = setting(None, "cache decoded images in RAM", ("ram",))
-    eval_interval: int | None = setting(None, "evaluate every N epochs and at the end (default: as often as "
-                                        "model selection needs, see the log)")
+    eval_interval: int | None = setting(None, "evaluate every N epochs and at the end (default: an automatic "
+                                        "schedule, sparse early and every epoch near the end; see the log)")
     no_val: bool = setting(False, "skip evaluation during training")
     rect_val: bool = setting(True, "rectangular validation batches", cli="")
     max_batches: int | None = setting(None, "debugging: stop every epoch after N batches", cli="")
@@ -282,7 +288,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[st
             if default:
                 parser.add_argument(flag, dest=f.name, action="store_false", help=f"turn off: {help_text}")
             else:
-                parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+                parser.add_argument(flag, dest=f.name, action="store_true", default=default, help=help_text)
             continue
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]

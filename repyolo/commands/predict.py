@@ -26,7 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-det", type=int, default=300, help="detections kept per image")
     p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class ids")
     p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
-    p.add_argument("--rect", action="store_true", help="minimal padding (multiple of the stride) instead of square")
+    p.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
+                   help="minimal padding to a multiple of the stride (default: True; --no-rect: a square img x img letterbox)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="runtime for .pt weights: auto = a cached ONNX Runtime export when it pays (CPU), "
+                        "torch = PyTorch, onnx = always the ONNX Runtime export")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass")
     p.add_argument("--vid-stride", type=int, default=1, help="use every n-th video frame")
     p.add_argument("--device", default="cpu", help="cpu, 0 (CUDA device) or cuda:N")
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                             save_txt=args.save_txt, save_json=args.save_json, project=args.project,
                             name=args.name, exist_ok=args.exist_ok, line_width=args.line_width,
                             hide_labels=args.hide_labels, hide_conf=args.hide_conf, verbose=True,
-                            threads=args.threads)
+                            threads=args.threads, runtime=args.runtime)
     for _ in results:  # results are logged and written as they come
         pass
     return 0

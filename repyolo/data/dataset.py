@@ -163,6 +163,25 @@ class DetectionDataset(torch.utils.data.Dataset):
         gb = sum(im.nbytes for im in self.ims) / 1e9
         LOGGER.info("%scached %d images in RAM (%.2f GB)", self.prefix, n, gb)
 
+    def ram_bytes(self) -> int:
+        """Bytes the resized images of ``cache='ram'`` take (long side ``img_size``, 3 channels)."""
+        if not len(self.shapes):
+            return 0
+        h, w = self.shapes[:, 0].astype(np.float64), self.shapes[:, 1].astype(np.float64)
+        r = self.img_size / np.maximum(np.maximum(h, w), 1)
+        return int((np.maximum(np.round(h * r), 1) * np.maximum(np.round(w * r), 1) * 3).sum())
+
+    def cache_images(self, budget_bytes: int, workers: int | None = None) -> bool:
+        """Cache the resized images in RAM (as ``cache='ram'``) when they need at most
+        ``budget_bytes``; returns whether the images are cached now. Samples are unchanged."""
+        if self.ims is not None:
+            return True
+        if self.ram_bytes() > budget_bytes:
+            LOGGER.info("%s%d images need %.2f GB: not cached in RAM", self.prefix, len(self), self.ram_bytes() / 1e9)
+            return False
+        self._cache_ram(workers)
+        return True
+
     # ------------------------------------------------------------------ epoch control
 
     def set_epoch(self, epoch: int, strong_aug: bool = True) -> None:

@@ -78,8 +78,11 @@ def _worker_init(worker_id: int) -> None:
 
 
 def build_dataloader(dataset, batch_size: int, workers: int = 2, shuffle: bool = True, seed: int = 0,
-                     rank: int = -1, world_size: int = 1, drop_last: bool = False) -> DataLoader:
+                     rank: int = -1, world_size: int = 1, drop_last: bool = False,
+                     pin_memory: bool = False) -> DataLoader:
     """A DataLoader with :func:`collate_fn`, seeded shuffling and optional DistributedSampler.
+
+    ``pin_memory``: page-locked batches (for asynchronous copies to a CUDA device).
 
     ``rect`` data sets are never shuffled (their batches are built in order). With
     ``world_size > 1`` each of the ``world_size`` ranks gets a disjoint shard
@@ -100,7 +103,7 @@ def build_dataloader(dataset, batch_size: int, workers: int = 2, shuffle: bool =
     workers = max(0, min(int(workers), os.cpu_count() or 1, max(batch_size, 1)))
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn, worker_init_fn=_worker_init if workers else None,
-                      drop_last=drop_last, pin_memory=False, persistent_workers=False)
+                      drop_last=drop_last, pin_memory=bool(pin_memory), persistent_workers=False)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int, strong_aug: bool = True) -> None:

@@ -215,3 +215,67 @@ def iter_frames(entries: Iterable[SourceEntry], vid_stride: int = 1, warn: list[
             yield Frame(img, e.target, e.name, "image", source_id=sid)
         else:
             yield from _video_frames(e, sid, vid_stride, warnings)
+
+
+class Prefetcher:
+    """Runs an iterator in a background thread, ``depth`` items ahead (image decoding and
+    letterboxing in OpenCV release the GIL, so they overlap with inference on the main thread).
+
+    Iterate it like the wrapped iterator: items come in order; an exception raised by the wrapped
+    iterator is raised here; :meth:`close` (also on ``with`` exit or when iteration stops early)
+    stops the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, iterator, depth: int = 4):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._stop = threading.Event()
+        self._it = iter(iterator)
+        self._thread = threading.Thread(target=self._run, name="repyolo-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for item in self._it:
+                if not self._put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self._put((self._END, exc))
+            return
+        self._put((self._END, None))
+
+    def __iter__(self):
+        try:
+            while True:
+                item, exc = self._queue.get()
+                if item is self._END:
+                    if exc is not None:
+                        raise exc
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

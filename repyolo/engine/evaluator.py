@@ -179,6 +179,9 @@ class Evaluator:
         save_dir: where ``predictions.json`` and the plots go (``None`` = nothing written).
         plots: draw the PR curve and the confusion matrix (needs ``save_dir``).
         device: device for weights paths (an in-memory model stays on its device).
+        threads: torch intra-op threads during the evaluation (``None``: the thread policy of
+            :mod:`repyolo.utils.threads`, the available cores minus ``workers``); restored afterwards.
+        progress: show a progress bar over the batches.
 
     Call it with a weights path, a :class:`~repyolo.runtime.base.Backend` or an ``nn.Module``
     (the trainer passes its EMA model: it is not fused and its train/eval mode is restored).
@@ -188,7 +191,8 @@ class Evaluator:
                  workers: int = 2, rect: bool = True, conf_thres: float = EVAL_CONF, iou_thres: float = EVAL_IOU,
                  max_det: int = EVAL_MAX_DET, multi_label: bool = True, conf_thres_pr: float = 0.25,
                  save_dir: str | Path | None = None, plots: bool = True, save_json: bool = True,
-                 device: str | torch.device = "cpu", reduced_decode: bool = True, uniform_gain: bool = False):
+                 device: str | torch.device = "cpu", reduced_decode: bool = True, uniform_gain: bool = False,
+                 threads: int | None = None, progress: bool = False):
         if dataset is None and data is None:
             raise ValueError("Evaluator needs a dataset or a data YAML")
         self.dataset, self.data, self.split = dataset, data, split
@@ -199,6 +203,7 @@ class Evaluator:
         self.plots, self.save_json = plots, save_json
         self.device = device
         self.reduced_decode, self.uniform_gain = bool(reduced_decode), bool(uniform_gain)
+        self.threads, self.progress = threads, bool(progress)
         self._gt = None
         self._built_for = None
 
@@ -261,7 +266,13 @@ class Evaluator:
         n_img, first, t_first, n_first = 0, True, np.zeros(3), 0
         ids, img_index, boxes, scores, classes = [], [], [], [], []
         path_ids = None
-        for imgs, _, paths, metas in loader:
+        batches = loader
+        if self.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, total=len(loader), desc="val", mininterval=2.0, leave=False,
+                           bar_format="{l_bar}{bar:20}{r_bar}")
+        for imgs, _, paths, metas in batches:
             n = imgs.shape[0]
             t0 = time.perf_counter()
             x = to_model_input(imgs, dev)  # (fixed-batch backends chunk / pad)
@@ -310,17 +321,20 @@ class Evaluator:
 
     def __call__(self, model) -> dict:
         """Evaluate ``model`` (weights path, Backend or ``nn.Module``); returns the result dict."""
+        from repyolo.utils.threads import thread_scope
+
         backend, restore = _as_backend(model, self.device)
-        try:
-            dataset = self._dataset_for(backend)
-            if len(dataset) == 0:
-                raise DataError("the evaluation split has no usable images")
-            names = list(dataset.names)
-            if backend.names and len(backend.names) != len(names):
-                raise DataError(f"the model has {len(backend.names)} classes but the data set has {len(names)}")
-            dets, speed = self.predict(backend, dataset)
-        finally:
-            restore()
+        with thread_scope(self.threads, self.workers, who="val"):
+            try:
+                dataset = self._dataset_for(backend)
+                if len(dataset) == 0:
+                    raise DataError("the evaluation split has no usable images")
+                names = list(dataset.names)
+                if backend.names and len(backend.names) != len(names):
+                    raise DataError(f"the model has {len(backend.names)} classes but the data set has {len(names)}")
+                dets, speed = self.predict(backend, dataset)
+            finally:
+                restore()
         if self.save_dir is not None and self.save_json:
             self.save_dir.mkdir(parents=True, exist_ok=True)
             with open(self.save_dir / "predictions.json", "w", encoding="utf-8") as f:

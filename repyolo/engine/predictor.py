@@ -5,6 +5,11 @@ checkpoint, an ONNX file, an OpenVINO folder, or an ``nn.Module``): letterbox (g
 -> backend -> NMS -> boxes mapped back to the original pixels, returned as
 :class:`~repyolo.engine.results.Result` objects. Sources are resolved by
 :func:`repyolo.data.media.resolve_sources`.
+
+The letterbox pads only to the next multiple of the stride by default (``rect``, as the official
+tools do): a 640x480 photo runs at 640x480, not 640x640, and its boxes are the same to a fraction
+of a pixel (``tests/eval/test_predict.py``). Decoding and letterboxing run one thread ahead of
+inference (:class:`~repyolo.data.media.Prefetcher`) for files; live streams are read as they come.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 
 from repyolo.data.augment import letterbox
-from repyolo.data.media import Frame, iter_frames, resolve_sources
+from repyolo.data.media import Frame, Prefetcher, iter_frames, resolve_sources
 from repyolo.engine.results import PredictionWriter, Result
 from repyolo.errors import DataError, RepyoloError
 from repyolo.ops.image import to_model_input
@@ -24,6 +29,7 @@ from repyolo.ops.postprocess import filter_detections, non_max_suppression, scal
 from repyolo.runtime import Backend, load_backend
 from repyolo.utils.device import select_device
 from repyolo.utils.logging import get_logger
+from repyolo.utils.threads import apply_threads
 
 LOGGER = get_logger(__name__)
 
@@ -34,21 +40,31 @@ class Predictor:
     Args:
         weights: a path ``load_backend`` opens, a Backend, or an ``nn.Module``.
         device: ``'cpu'``, ``'0'``, ``'cuda:N'``.
-        img_size: inference size (long side; square letterbox unless ``rect``).
+        img_size: inference size (long side; a square ``img_size`` letterbox when ``rect=False``).
         conf_thres, iou_thres, max_det, classes, agnostic, multi_label: NMS settings.
-        rect: pad only to the next multiple of the stride (smaller input for non-square images);
-            images of one batch are then padded to a common shape on the right / bottom.
+        rect: pad only to the next multiple of the stride (default; smaller input for non-square
+            images); images of one batch are then padded to a common shape on the right / bottom.
         batch_size: images per forward pass; half: FP16 on CUDA.
+        threads: intra-op threads (``None``: the thread policy of :mod:`repyolo.utils.threads`);
+            set process-wide for PyTorch, passed to the runtime for exported files it opens.
+        prefetch: decode and letterbox image / video files one thread ahead of inference.
     """
 
     def __init__(self, weights, device="cpu", img_size: int = 640, conf_thres: float = 0.25,
                  iou_thres: float = 0.45, max_det: int = 300, classes=None, agnostic: bool = False,
-                 multi_label: bool = False, rect: bool = False, batch_size: int = 1, half: bool = False):
+                 multi_label: bool = False, rect: bool = True, batch_size: int = 1, half: bool = False,
+                 threads: int | None = None, prefetch: bool = True):
         self.device = select_device(device)
+        # the prefetch thread is light (decode + letterbox, a few ms per frame): not counted as a worker
+        self.threads = apply_threads(threads, workers=0, who="predict")
+        self.prefetch = bool(prefetch)
         if isinstance(weights, Backend):
             self.backend = weights
         else:
-            self.backend = load_backend(weights, self.device, **({"half": True} if half else {}))
+            opts = {"half": True} if half else {}
+            if not isinstance(weights, torch.nn.Module):
+                opts["threads"] = self.threads
+            self.backend = load_backend(weights, self.device, **opts)
         fixed = getattr(self.backend, "img_size", None)
         self.img_size = tuple(int(v) for v in fixed) if fixed is not None else (int(img_size), int(img_size))
         self.rect = bool(rect) and fixed is None
@@ -67,38 +83,56 @@ class Predictor:
 
     # ------------------------------------------------------------------ core
 
-    def preprocess(self, imgs: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
-        """RGB uint8 images -> float ``(B, 3, H, W)`` in 0..1 and their letterbox metas."""
-        boxed, metas = [], []
-        for img in imgs:
-            out, geom = letterbox(img, self.img_size, auto=self.rect, scaleup=True, stride=self.stride)
-            boxed.append(out)
-            metas.append(geom.meta())
+    def letterbox(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One RGB image -> its letterboxed network input (uint8 ``(H, W, 3)``) and its meta."""
+        out, geom = letterbox(img, self.img_size, auto=self.rect, scaleup=True, stride=self.stride)
+        return out, geom.meta()
+
+    def stack(self, boxed: list[np.ndarray]) -> torch.Tensor:
+        """Letterboxed images -> the float ``(B, 3, H, W)`` batch in 0..1 (padded right / bottom
+        to the largest image, and to the backend's fixed batch)."""
         H = max(b.shape[0] for b in boxed)
         W = max(b.shape[1] for b in boxed)
         n = max(len(boxed), self.fixed_batch or 0)
-        batch = np.full((n, H, W, 3), 114, dtype=np.uint8)
-        for i, b in enumerate(boxed):
-            batch[i, : b.shape[0], : b.shape[1]] = b  # extra padding right / bottom keeps meta["pad"] valid
+        if n == 1 and len(boxed) == 1:
+            batch = boxed[0][None]
+        else:
+            batch = np.full((n, H, W, 3), 114, dtype=np.uint8)
+            for i, b in enumerate(boxed):
+                batch[i, : b.shape[0], : b.shape[1]] = b  # extra padding right / bottom keeps meta["pad"] valid
         x = to_model_input(torch.from_numpy(batch).permute(0, 3, 1, 2), self.device)
-        return x.contiguous(), metas
+        return x.contiguous()
+
+    def preprocess(self, imgs: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
+        """RGB uint8 images -> float ``(B, 3, H, W)`` in 0..1 and their letterbox metas."""
+        boxed, metas = zip(*(self.letterbox(img) for img in imgs))
+        return self.stack(list(boxed)), list(metas)
 
     @torch.inference_mode()
     def predict_arrays(self, imgs: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
         """Detections ``(N, 6)`` float32 ``x1 y1 x2 y2 score class`` in original pixels for each
         RGB image, and the per-image speed ``{"preprocess", "inference", "nms"}`` in ms."""
+        t0 = time.perf_counter()
+        boxed, metas = zip(*(self.letterbox(img) for img in imgs))
+        return self._predict_boxed(list(boxed), list(metas), (time.perf_counter() - t0) * 1e3)
+
+    @torch.inference_mode()
+    def _predict_boxed(self, boxed: list[np.ndarray], metas: list[dict], letterbox_ms: float
+                       ) -> tuple[list[np.ndarray], dict]:
+        """Inference + NMS on already letterboxed images (``letterbox_ms``: what letterboxing took)."""
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
-        x, metas = self.preprocess(imgs)
+        x = self.stack(boxed)
         sync()
         t1 = time.perf_counter()
+        n_img = len(boxed)
         if getattr(self.backend, "end2end", False):  # NMS inside the model file
             dets = [filter_detections(d, self.conf_thres, self.classes, self.max_det)
-                    for d in self.backend.detect(x, self.conf_thres)[: len(imgs)]]
+                    for d in self.backend.detect(x, self.conf_thres)[:n_img]]
             sync()
             t2 = time.perf_counter()
         else:
-            preds = torch.as_tensor(self.backend(x))[: len(imgs)]
+            preds = torch.as_tensor(self.backend(x))[:n_img]
             sync()
             t2 = time.perf_counter()
             if self.names and preds.shape[-1] - 4 != len(self.names):
@@ -107,37 +141,57 @@ class Predictor:
                                        self.multi_label, self.max_det)
         out = [scale_boxes(d.float().cpu(), m).numpy() for d, m in zip(dets, metas)]
         t3 = time.perf_counter()
-        n = max(len(imgs), 1)
-        speed = {"preprocess": (t1 - t0) * 1e3 / n, "inference": (t2 - t1) * 1e3 / n, "nms": (t3 - t2) * 1e3 / n}
+        n = max(n_img, 1)
+        speed = {"preprocess": ((t1 - t0) * 1e3 + letterbox_ms) / n, "inference": (t2 - t1) * 1e3 / n,
+                 "nms": (t3 - t2) * 1e3 / n}
         return out, speed
 
-    def _results(self, frames: list[Frame]) -> list[Result]:
-        dets, speed = self.predict_arrays([f.img for f in frames])
+    def _results(self, frames: list[Frame], boxed=None, metas=None, letterbox_ms: float = 0.0) -> list[Result]:
+        if boxed is None:
+            dets, speed = self.predict_arrays([f.img for f in frames])
+        else:
+            dets, speed = self._predict_boxed(boxed, metas, letterbox_ms)
         names = self.names or [str(i) for i in range(int(max((d[:, 5].max() for d in dets if len(d)),
                                                                 default=-1)) + 1)]
         return [Result(d[:, :4].astype(np.float32), d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), names,
                        f.path, tuple(f.img.shape[:2]), f.img, f.index if f.kind in ("video", "stream") else None,
                        dict(speed)) for d, f in zip(dets, frames)]
 
+    def _prepared(self, frames):
+        """``(frame, letterboxed image, meta, letterbox ms)`` for each frame."""
+        for frame in frames:
+            t0 = time.perf_counter()
+            boxed, meta = self.letterbox(frame.img)
+            yield frame, boxed, meta, (time.perf_counter() - t0) * 1e3
+
     def stream(self, source, vid_stride: int = 1, warn: list[str] | None = None) -> Iterator[tuple[Frame, Result]]:
         """Yield ``(frame, result)`` for every readable frame of ``source``, batching up to
         ``batch_size`` consecutive frames. Raises DataError when ``source`` holds nothing usable."""
         warnings = [] if warn is None else warn
         entries = resolve_sources(source, warnings)
-        pending: list[Frame] = []
+        prepared = self._prepared(iter_frames(entries, vid_stride, warnings))
+        live = any(e.kind == "stream" for e in entries)
+        if self.prefetch and not live:  # a live stream is read as it comes, never buffered ahead
+            prepared = Prefetcher(prepared, depth=2 * self.batch_size + 2)
+        pending: list = []
         count = 0
-        for frame in iter_frames(entries, vid_stride, warnings):
-            pending.append(frame)
-            live = frame.kind == "stream"
-            if len(pending) >= self.batch_size or live:
-                for f, r in zip(pending, self._results(pending)):
+        try:
+            for item in prepared:
+                pending.append(item)
+                if len(pending) >= self.batch_size or item[0].kind == "stream":
+                    frames, boxed, metas, ms = zip(*pending)
+                    for f, r in zip(frames, self._results(list(frames), list(boxed), list(metas), sum(ms))):
+                        count += 1
+                        yield f, r
+                    pending = []
+            if pending:
+                frames, boxed, metas, ms = zip(*pending)
+                for f, r in zip(frames, self._results(list(frames), list(boxed), list(metas), sum(ms))):
                     count += 1
                     yield f, r
-                pending = []
-        if pending:
-            for f, r in zip(pending, self._results(pending)):
-                count += 1
-                yield f, r
+        finally:
+            if isinstance(prepared, Prefetcher):
+                prepared.close()
         if count == 0:
             reason = warnings[0] if warnings else "no frames"
             more = f" (and {len(warnings) - 1} more problems)" if len(warnings) > 1 else ""

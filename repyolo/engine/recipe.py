@@ -10,6 +10,7 @@ published recipe would give fewer than ``SMALL_RUN_STEPS`` optimizer steps.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from repyolo.cfg.settings import Hyp
@@ -75,3 +76,36 @@ def _bn_recal(hyp: Hyp, default: int) -> int:
     """Images for precise-BN before evaluation: ``hyp.bn_recal_images``, or the recipe's default
     (off for the published recipe, whose long schedule lets BN statistics settle by themselves)."""
     return default if hyp.bn_recal_images is None else int(hyp.bn_recal_images)
+
+
+def eval_epochs(epochs: int, interval: int | None = None) -> list[int]:
+    """The (1-based) epochs after which the trainer evaluates; the last epoch is always one.
+
+    ``interval`` N: every N-th epoch (the behaviour before the automatic schedule; N = 1 is every
+    epoch). ``None``: automatic, as often as choosing ``best.pt`` needs. Over the first 90% of a
+    run mAP mostly rises and only shows progress, so it is measured every ~10% of the run; over
+    the last 10% (where the LR has decayed, mosaic is off and the best epoch usually is) it is
+    measured after every epoch. 80 epochs -> 8, 16, ..., 72 and 73..80 (17 evaluations, not 80).
+    """
+    epochs = max(int(epochs), 1)
+    if interval is not None and int(interval) > 0:
+        n = int(interval)
+        return sorted({e for e in range(n, epochs + 1, n)} | {epochs})
+    tail = max(1, math.ceil(epochs / 10))
+    step = max(1, round(epochs / 10))
+    return sorted({e for e in range(step, epochs + 1, step)} | set(range(epochs - tail + 1, epochs + 1)))
+
+
+def describe_eval_epochs(epochs: list[int]) -> str:
+    """``[8, 16, 24, 73, 74, 75]`` -> ``'8, 16, 24, 73-75'`` (for the log)."""
+    parts, run = [], []
+    for e in sorted(epochs):
+        if run and e == run[-1] + 1:
+            run.append(e)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+        run = [e]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+    return ", ".join(parts)

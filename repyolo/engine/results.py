@@ -90,10 +90,18 @@ class PredictionWriter:
     """Writes results as they arrive into ``save_dir``: annotated images (``<stem>.<ext>``) and
     videos (``<stem>.mp4``), YOLO txt labels (``labels/<stem>.txt``, ``<stem>_<frame>.txt`` for
     videos: ``class cx cy w h conf`` normalised) and ``predictions.json`` (COCO-style results with
-    ``file_name``; ``image_id`` = the numeric stem, else the stem). Call :meth:`close` at the end."""
+    ``file_name``; ``image_id`` = the numeric stem, else the stem). Call :meth:`close` at the end.
+
+    ``background=True`` draws and writes in one worker thread, in arrival order (OpenCV's drawing
+    and JPEG encoding release the GIL, so this overlaps with the next inference); at most
+    ``BACKLOG`` results wait, and an error in the worker is raised by the next :meth:`add` or by
+    :meth:`close`."""
+
+    BACKLOG = 4
 
     def __init__(self, save_dir: str | Path, save_img: bool = True, save_txt: bool = False, save_json: bool = False,
-                 line_width: int | None = None, hide_labels: bool = False, hide_conf: bool = False):
+                 line_width: int | None = None, hide_labels: bool = False, hide_conf: bool = False,
+                 background: bool = False):
         self.dir = Path(save_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.save_img, self.save_txt, self.save_json = save_img, save_txt, save_json
@@ -102,6 +110,12 @@ class PredictionWriter:
         self.json: list[dict] = []
         self.used: dict[str, str] = {}
         self.counts: dict[str, int] = {}
+        self._pool = None
+        self._pending: list = []
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="repyolo-writer")
 
     def _unique(self, key: tuple, stem: str) -> str:
         """One output stem per source (two files named a.jpg in different folders -> a, a_2)."""
@@ -113,6 +127,15 @@ class PredictionWriter:
         return self.used[k]
 
     def add(self, frame: Frame, result: Result) -> None:
+        """Write one result (now, or queued for the worker thread with ``background``)."""
+        if self._pool is None:
+            self._write(frame, result)
+            return
+        self._pending.append(self._pool.submit(self._write, frame, result))
+        while len(self._pending) > self.BACKLOG:
+            self._pending.pop(0).result()
+
+    def _write(self, frame: Frame, result: Result) -> None:
         import cv2
 
         stem = self._unique((frame.source_id, frame.path), Path(frame.name).stem or "image")
@@ -144,6 +167,14 @@ class PredictionWriter:
                 self.json.append(d)
 
     def close(self) -> None:
+        if self._pool is not None:
+            try:
+                for f in self._pending:
+                    f.result()
+            finally:
+                self._pending = []
+                self._pool.shutdown(wait=True)
+                self._pool = None
         for w in self.writers.values():
             w.release()
         if self.save_json:

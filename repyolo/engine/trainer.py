@@ -12,7 +12,9 @@ folder is created, so a failed start leaves nothing behind.
 """
 from __future__ import annotations
 
+import copy
 import csv
+import itertools
 import json
 import math
 import os
@@ -28,12 +30,13 @@ import yaml
 from repyolo.cfg.settings import Hyp, TrainArgs
 from repyolo.data.config import load_data_config
 from repyolo.data.loader import build_dataloader, set_loader_epoch
+from repyolo.engine.accel import CompiledForward, autocast_dtype, native_bf16, use_channels_last
 from repyolo.engine.ema import ModelEMA, unwrap
 from repyolo.engine.evaluator import Evaluator
 from repyolo.engine.metrics import nan_to_none
 from repyolo.engine.optim import Schedule, build_optimizer
 from repyolo.engine.precise_bn import recompute_bn_stats, unfold_identity_batchnorms
-from repyolo.engine.recipe import resolve_recipe
+from repyolo.engine.recipe import describe_eval_epochs, eval_epochs, resolve_recipe
 from repyolo.errors import RepyoloError
 from repyolo.io.checkpoint import load_model, read_checkpoint, remove_stale_temp_files, save_checkpoint
 from repyolo.loss.detection import build_loss
@@ -44,9 +47,12 @@ from repyolo.utils.flops import count_gflops, count_params
 from repyolo.utils.logging import get_logger
 from repyolo.utils.paths import check_output_dir, claim_run_dir, ensure_writable_dir
 from repyolo.utils.seeding import rng_state, seed_everything, set_rng_state
+from repyolo.utils.threads import apply_threads
 
 LOGGER = get_logger(__name__)
 DEFAULT_PROJECT, DEFAULT_NAME = "runs/train", "exp"
+# evaluation images (and precise-BN batches) are kept in RAM when they need at most this much
+EVAL_RAM_CACHE_BYTES = 1 << 30
 
 __all__ = ["Trainer", "TrainArgs", "TrainingDiverged", "train", "transfer_weights"]
 
@@ -108,6 +114,9 @@ class Trainer:
         self.args = args
         self.rank, self.local_rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0
+        # intra-op threads: the cores this process may use minus its loader workers (logged)
+        self.threads = apply_threads(args.threads, args.workers, who="train",
+                                     processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         self.resume_ckpt = None
         self._tb = None
         run_dir = None
@@ -243,6 +252,10 @@ class Trainer:
         model.to(self.device)
         if args.sync_bn and self.world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.memory_format = torch.contiguous_format
+        if use_channels_last(self.device, args.channels_last):
+            model.to(memory_format=torch.channels_last)
+            self.memory_format = torch.channels_last
         self.model = model
 
         h = self.hyp
@@ -252,7 +265,8 @@ class Trainer:
                                            prefix="train: ", seed=args.seed)
         self.train_loader = build_dataloader(self.train_set, args.batch, workers=args.workers, shuffle=True,
                                              seed=args.seed, rank=self.rank if self.world > 1 else -1,
-                                             world_size=self.world, drop_last=False)
+                                             world_size=self.world, drop_last=False,
+                                             pin_memory=self.device.type == "cuda")
         self.val_set = None
         if self.main and not args.no_val:
             self.val_set = self.data.dataset("val", img_size=args.img, augment=False, rect=args.rect_val,
@@ -280,14 +294,23 @@ class Trainer:
             self._unfold_batchnorms(model)
         self.ema = ModelEMA(model, self.recipe.ema_decay, self.recipe.ema_tau) if self.main else None
         self.criterion = build_loss(model, h)
-        self.use_amp = args.amp and self.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(self.device, args.amp, args.bf16)
+        self.use_amp = self.amp_dtype is torch.float16  # float16 needs loss scaling, bfloat16 does not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        LOGGER.info("training precision: %s%s", {None: "float32", torch.float16: "float16 autocast",
+                                                  torch.bfloat16: "bfloat16 autocast (native on this CPU)"}
+                    [self.amp_dtype], "" if self.amp_dtype is not None or self.device.type != "cpu" or not
+                    native_bf16() else " (--bf16: bfloat16 autocast, ~1.8x faster on this CPU)")
         self.start_epoch, self.best_fitness, self.step = 0, -1.0, 0
         if self.resume_ckpt:
             self._load_resume_state()
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.forward = CompiledForward(self.model, options={"layout_optimization": False}) if args.compile \
+            else self.model
+        if args.compile:
+            LOGGER.info("torch.compile on: the first steps compile the training graph (minutes on a CPU)")
 
     def _optimizer(self, model: nn.Module, fresh: bool):
         h = self.hyp
@@ -336,13 +359,17 @@ class Trainer:
                 LOGGER.warning("label plot failed: %s", exc)
         metrics, t0 = {}, time.time()
         close_at = args.epochs - self.recipe.close_mosaic
+        evals = set(eval_epochs(args.epochs, args.eval_interval))
+        if self.main and self.val_set is not None:
+            LOGGER.info("evaluating after epochs %s (%s; --eval-interval N to change)", describe_eval_epochs(
+                sorted(evals)), f"every {args.eval_interval}" if args.eval_interval else "automatic schedule")
         for epoch in range(self.start_epoch, args.epochs):
+            t_epoch = time.perf_counter()
             losses = self._train_epoch(epoch, strong_aug=epoch < close_at)
+            self.times = {"train": time.perf_counter() - t_epoch, "precise_bn": 0.0, "val": 0.0}
             metrics = {}
-            last = epoch == args.epochs - 1
-            interval = args.eval_interval or 1
-            if self.main and self.val_set is not None and (last or (epoch + 1) % interval == 0):
-                metrics = self.evaluate(final=last)
+            if self.main and self.val_set is not None and epoch + 1 in evals:
+                metrics = self.evaluate(final=epoch == args.epochs - 1)
             if self.main:
                 self._end_epoch(epoch, losses, metrics, time.time() - t0)
             if self.world > 1:
@@ -355,10 +382,19 @@ class Trainer:
         return result
 
     def _train_epoch(self, epoch: int, strong_aug: bool = True) -> np.ndarray:
+        """One epoch; returns the mean ``[cls, iou, dfl]`` losses.
+
+        The loss values stay on the device and are read back (a host-device sync on CUDA) only
+        every ``sync_every`` steps: every step on a CPU, where reading costs nothing, else every
+        10 steps. A non-finite loss stops training at the first read that sees it (on a CPU:
+        before its backward pass, as before).
+        """
         args, model, acc = self.args, self.model, self.recipe.accumulate
         model.train()
         set_loader_epoch(self.train_loader, epoch, strong_aug)
-        mean_loss = torch.zeros(3)
+        loss_sum = torch.zeros(3, device=self.device)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        sync_every = 1 if self.device.type == "cpu" else 10
         pbar = enumerate(self.train_loader)
         if self.main:
             from tqdm import tqdm
@@ -366,23 +402,26 @@ class Trainer:
             pbar = tqdm(pbar, total=self.nb, desc=f"epoch {epoch + 1}/{args.epochs}", mininterval=2.0,
                         bar_format="{l_bar}{bar:20}{r_bar}", leave=True)
         self.optimizer.zero_grad(set_to_none=True)
+        n, first_unread = 0, 0
         for i, (imgs, targets, _paths, _metas) in pbar:
             if i >= self.nb:
                 break
             it = i + self.nb * epoch
             self.schedule.apply(self.optimizer, it, epoch)
-            imgs = to_model_input(imgs, self.device)
-            targets = targets.to(self.device)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
-                out = model(imgs)
-                loss, items = self.criterion(out, targets, epoch, imgs.shape[0])
+            imgs = to_model_input(imgs.contiguous(memory_format=self.memory_format), self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                out = self.forward(imgs)
+                loss, items = self.criterion(out, targets, epoch, imgs.shape[0])  # targets stay on the host
                 if self.distiller is not None:
                     d_loss, _ = self.distiller(imgs, out, epoch + i / self.nb)  # alpha decays per iteration
                     loss = loss + d_loss
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {i}: training stopped; "
-                    f"the last good checkpoint is {self.wdir / 'last.pt'} (try a lower lr0 or check the labels)")
+            bad |= ~torch.isfinite(loss.detach())
+            loss_sum += items.detach().float()
+            n += 1
+            if n % sync_every == 0 or i == self.nb - 1:
+                self._check_finite(bad, loss, epoch, first_unread, i)
+                first_unread = i + 1
             self.scaler.scale(loss).backward()
             if (it + 1) % acc == 0 or i == self.nb - 1:
                 self.scaler.unscale_(self.optimizer)
@@ -393,22 +432,50 @@ class Trainer:
                 self.step += 1
                 if self.ema is not None:
                     self.ema.update(model)
-            mean_loss = (mean_loss * i + items.detach().float().cpu()) / (i + 1)
-            if self.main:
+            if self.main and first_unread == i + 1:
+                mean_loss = loss_sum.cpu() / n
                 pbar.set_postfix_str(
                     f"cls {mean_loss[0]:.3f} iou {mean_loss[1]:.3f} dfl {mean_loss[2]:.3f} "
                     f"inst {targets.shape[0]} size {imgs.shape[-1]}", refresh=False)
-        return mean_loss.numpy()
+        self._check_finite(bad, loss if n else None, epoch, first_unread, max(n - 1, 0))
+        return (loss_sum.cpu() / max(n, 1)).numpy()
+
+    def _check_finite(self, bad: torch.Tensor, loss, epoch: int, first: int, last: int) -> None:
+        """Raise :class:`TrainingDiverged` when a loss since the last check was NaN or infinite."""
+        if loss is None or not bool(bad):
+            return
+        where = f"batch {last}" if first >= last else f"batches {first}..{last}"
+        raise TrainingDiverged(
+            f"loss became {loss.item() if not torch.isfinite(loss) else 'nan/inf'} at epoch {epoch + 1}, {where}: "
+            f"training stopped; the last good checkpoint is {self.wdir / 'last.pt'} "
+            "(try a lower lr0 or check the labels)")
 
     def evaluate(self, final: bool = False) -> dict:
-        """COCO mAP of the EMA model on the validation split (plots and predictions.json when ``final``)."""
+        """COCO mAP of the EMA model on the validation split (plots and predictions.json when ``final``).
+
+        Precise BN (when the recipe asks for it) recomputes the EMA model's BN statistics first;
+        evaluation then runs on a fused copy (the same function in eval mode, 1.3-1.6x faster).
+        The validation images are decoded once and kept in RAM when they fit
+        (``EVAL_RAM_CACHE_BYTES``); the seconds of both phases land in ``self.times``.
+        """
         model = self.ema.ema if self.ema else unwrap(self.model)
+        t0 = time.perf_counter()
         if self.recipe.bn_recal_images > 0:
             self._recalibrate_bn(model)
-        evaluator = Evaluator(dataset=self.val_set, batch_size=self.args.batch, workers=min(self.args.workers, 2),
-                              conf_thres=self.hyp.conf_thres, iou_thres=self.hyp.iou_thres,
-                              device=self.device, save_dir=self.save_dir if final else None, plots=final)
-        return evaluator(model)
+        t1 = time.perf_counter()
+        if getattr(self, "_val_cached", None) is None:
+            self._val_cached = _cache_in_ram(self.val_set, self.args.workers)
+        fused = copy.deepcopy(model).eval().fuse()
+        evaluator = Evaluator(dataset=self.val_set, batch_size=self.args.batch,
+                              workers=0 if self._val_cached else min(self.args.workers, 2),
+                              conf_thres=self.hyp.conf_thres, iou_thres=self.hyp.iou_thres, device=self.device,
+                              save_dir=self.save_dir if final else None, plots=final, threads=self.threads,
+                              progress=True)
+        metrics = evaluator(fused)
+        times = getattr(self, "times", None)
+        if times is not None:
+            times["precise_bn"], times["val"] = t1 - t0, time.perf_counter() - t1
+        return metrics
 
     def _plain_train_loader(self, model: nn.Module):
         """Evaluation-style (letterboxed, un-augmented) training images in a fixed shuffled order, for
@@ -422,9 +489,16 @@ class Trainer:
         return self._bn_loader
 
     def _recalibrate_bn(self, model: nn.Module) -> None:
-        """Precise BN on evaluation-style training images."""
-        n = recompute_bn_stats(model, self._plain_train_loader(model),
-                               -(-self.recipe.bn_recal_images // self.args.batch), self.device)
+        """Precise BN on evaluation-style training images in a fixed order; the batches are collated
+        once and kept in RAM when they fit, for every later evaluation."""
+        n_batches = -(-self.recipe.bn_recal_images // self.args.batch)
+        if getattr(self, "_bn_batches", None) is None:
+            loader = self._plain_train_loader(model)
+            need = min(n_batches, len(loader)) * self.args.batch * 3 * self.args.img ** 2
+            self._bn_batches = [b[:1] for b in itertools.islice(loader, n_batches)] \
+                if need <= EVAL_RAM_CACHE_BYTES else loader
+        n = recompute_bn_stats(model, self._bn_batches, n_batches, self.device, autocast_dtype=self.amp_dtype,
+                               memory_format=self.memory_format, progress=True)
         LOGGER.debug("precise BN: statistics recomputed over %d batches", n)
 
     def _unfold_batchnorms(self, model: nn.Module) -> None:
@@ -443,7 +517,8 @@ class Trainer:
 
     def _checkpoint(self, epoch: int, metrics: dict) -> dict:
         model = unwrap(self.model)
-        cpu = lambda sd: {k: v.detach().cpu() for k, v in sd.items()}  # noqa: E731
+        # contiguous: checkpoints hold the default memory format whatever the training used
+        cpu = lambda sd: {k: v.detach().cpu().contiguous() for k, v in sd.items()}  # noqa: E731
         return {"model_cfg": model.cfg, "names": list(model.names), "fused": False,
                 "model": cpu(model.state_dict()), "ema": cpu(self.ema.state_dict()) if self.ema else None,
                 "ema_updates": self.ema.updates if self.ema else 0, "optimizer": self.optimizer.state_dict(),
@@ -469,6 +544,8 @@ class Trainer:
                "train/iou": round(float(losses[1]), 5), "train/dfl": round(float(losses[2]), 5),
                **{f"val/{k}": round(float(metrics[k]), 5) for k in ("map50", "map", "map75") if k in metrics},
                "time_s": round(elapsed, 1)}
+        times = getattr(self, "times", None) or {}
+        row.update({f"time/{k}_s": round(v, 2) for k, v in times.items()})
         path = self.save_dir / "results.csv"
         rows = list(csv.DictReader(path.open())) if path.exists() else []
         rows = [r for r in rows if int(r["epoch"]) < epoch + 1] + [row]
@@ -481,11 +558,15 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch":
                     self._tb.add_scalar(k, v, epoch + 1)
+        split = f" ({times['train']:.1f} s train, {times['precise_bn']:.1f} s precise BN, {times['val']:.1f} s val)" \
+            if times else ""
         if metrics and not math.isfinite(fit):
-            LOGGER.info("epoch %d: mAP undefined (the val split has no labels); best.pt = last.pt", epoch + 1)
+            LOGGER.info("epoch %d: mAP undefined (the val split has no labels); best.pt = last.pt%s", epoch + 1, split)
         elif metrics:
-            LOGGER.info("epoch %d: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f", epoch + 1, metrics.get("map50", 0),
-                        metrics.get("map", 0))
+            LOGGER.info("epoch %d: mAP@0.5 %.4f  mAP@0.5:0.95 %.4f%s", epoch + 1, metrics.get("map50", 0),
+                        metrics.get("map", 0), split)
+        elif split:
+            LOGGER.debug("epoch %d%s", epoch + 1, split)
 
     def _tensorboard(self):
         try:
@@ -517,6 +598,15 @@ class Trainer:
                         summary["map"])
         LOGGER.info("done in %.1f min; weights in %s", elapsed / 60, self.wdir)
         return summary
+
+
+def _cache_in_ram(dataset, workers: int) -> bool:
+    """Decode ``dataset``'s images once and keep them in RAM when they need at most
+    ``EVAL_RAM_CACHE_BYTES`` (evaluation then reads no file and needs no loader processes)."""
+    if dataset is None or getattr(dataset, "ims", None) is not None:
+        return dataset is not None
+    cache = getattr(dataset, "cache_images", None)
+    return bool(cache and cache(EVAL_RAM_CACHE_BYTES, workers))
 
 
 def train(**kwargs) -> dict:

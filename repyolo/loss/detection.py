@@ -120,6 +120,15 @@ class DetectionLoss(nn.Module):
                 f"cls_loss={self.cls_loss.name}, assigner={self.assigner_name}, "
                 f"atss_warmup_epochs={self.atss_warmup_epochs}, loss_weights={self.loss_weights}")
 
+    def _levels(self, strides: torch.Tensor) -> tuple[list[int], list[float]]:
+        """:func:`levels_of` ``strides``, cached per anchor count: for one model the anchor count
+        fixes ``H * W`` and so every level's size (reading them costs a device sync on CUDA)."""
+        cache = self.__dict__.setdefault("_level_cache", {})
+        key = (strides.shape[0], strides.device)
+        if key not in cache:
+            cache[key] = levels_of(strides)
+        return cache[key]
+
     def decode(self, reg: torch.Tensor, anchor_points: torch.Tensor) -> torch.Tensor:
         """Head regression ``(B, A, 4)`` or ``(B, A, 4 * (reg_max + 1))`` -> boxes ``(B, A, 4)`` in stride units,
         ``anchor_points`` ``(A, 2)`` in stride units."""
@@ -141,16 +150,19 @@ class DetectionLoss(nn.Module):
         n_reg = 4 * (self.reg_max + 1) if self.use_dfl else 4
         if reg.shape != (b, a, n_reg):
             raise ValueError(f"outputs['reg'] must be {(b, a, n_reg)} (use_dfl={self.use_dfl}), got {tuple(reg.shape)}")
-        targets = targets.to(cls_logits.device)
-        if targets.numel() and (int(targets[:, 1].min()) < 0 or int(targets[:, 1].max()) >= self.nc):
-            raise ValueError(f"target classes must lie in 0..{self.nc - 1}, got "
-                             f"{int(targets[:, 1].min())}..{int(targets[:, 1].max())}")
-        gt = pad_targets(targets.to(cls_logits.dtype), b)
+        # checks and padding run where the targets are (the loader's CPU tensors in training), so
+        # they cost no host-device synchronisation; only the padded result moves to the device
+        if targets.numel():
+            lo, hi = targets[:, 1].aminmax()
+            if int(lo) < 0 or int(hi) >= self.nc:
+                raise ValueError(f"target classes must lie in 0..{self.nc - 1}, got {int(lo)}..{int(hi)}")
+        gt = tuple(t.to(cls_logits.device, non_blocking=True)
+                   for t in pad_targets(targets.to(cls_logits.dtype), b))
 
         strides = strides.to(reg.dtype)
         anchor_points_s = anchors.to(reg.dtype) / strides
         pred_bboxes = self.decode(reg, anchor_points_s)  # (B, A, 4) stride units
-        num_per_level, level_strides = levels_of(strides)
+        num_per_level, level_strides = self._levels(strides)
         assigner = self.warmup_assigner if epoch < self.atss_warmup_epochs else self.assigner
         assigned = assigner(cls_logits.detach().sigmoid(), pred_bboxes.detach() * strides, anchors, *gt,
                             num_per_level, level_strides)
@@ -186,19 +198,25 @@ class DetectionLoss(nn.Module):
         # a 0 (not -0) that keeps every output in the graph when nothing is positive
         zero = pred_bboxes.new_zeros(()) + 0.0 * sum(x.sum() for x in [pred_bboxes, *box_branches])
         loss_iou, loss_dfl = zero, zero
-        if fg_mask.any():
-            weight = target_scores.sum(-1)[fg_mask]  # (P,)
-            target_bboxes_s = target_bboxes / strides
-            loss_iou = self._iou_loss(pred_bboxes[fg_mask], target_bboxes_s[fg_mask], weight, target_scores_sum)
-            for out in box_branches:  # the DFL head and / or the DLD branch
-                bins = out.shape[-1] // 4
-                if bins == 1:  # four plain distances: their decoded boxes get the IoU loss
-                    boxes = dist2bbox(out[fg_mask], anchor_points_s.expand(*fg_mask.shape, 2)[fg_mask])
-                    loss_iou = loss_iou + self._iou_loss(boxes, target_bboxes_s[fg_mask], weight, target_scores_sum)
-                    continue
-                target_dist = bbox2dist(anchor_points_s, target_bboxes_s, bins - 1)[fg_mask]  # (P, 4)
-                dfl = distribution_focal_loss(out[fg_mask].view(-1, 4, bins), target_dist).mean(-1)
-                loss_dfl = loss_dfl + (dfl * weight).sum() / target_scores_sum
+        # positives gathered with one index list (one sync on CUDA, not one per masked tensor);
+        # without positives every term below is an empty sum, i.e. 0
+        pos = fg_mask.reshape(-1).nonzero().squeeze(1)
+        weight = target_scores.sum(-1).reshape(-1).index_select(0, pos)  # (P,)
+        target_bboxes_s = target_bboxes / strides
+        pos_targets = target_bboxes_s.reshape(-1, 4).index_select(0, pos)  # (P, 4)
+        loss_iou = loss_iou + self._iou_loss(pred_bboxes.reshape(-1, 4).index_select(0, pos), pos_targets, weight,
+                                             target_scores_sum)
+        for out in box_branches:  # the DFL head and / or the DLD branch
+            bins = out.shape[-1] // 4
+            pos_out = out.reshape(-1, out.shape[-1]).index_select(0, pos)  # (P, 4 * bins)
+            if bins == 1:  # four plain distances: their decoded boxes get the IoU loss
+                points = anchor_points_s.expand(*fg_mask.shape, 2).reshape(-1, 2).index_select(0, pos)
+                loss_iou = loss_iou + self._iou_loss(dist2bbox(pos_out, points), pos_targets, weight,
+                                                     target_scores_sum)
+                continue
+            target_dist = bbox2dist(anchor_points_s, target_bboxes_s, bins - 1).reshape(-1, 4).index_select(0, pos)
+            dfl = distribution_focal_loss(pos_out.view(-1, 4, bins), target_dist).mean(-1)
+            loss_dfl = loss_dfl + (dfl * weight).sum() / target_scores_sum
         return loss_cls, loss_iou, loss_dfl
 
     def _iou_loss(self, boxes: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -225,7 +243,7 @@ class DetectionLoss(nn.Module):
         boxes = aided_anchor_boxes(anchors.to(reg_ab.dtype), strides, na)
         points_s = points / strides_ab
         pred_bboxes = dist2bbox(reg_ab, points_s)
-        num_per_level, level_strides = levels_of(strides_ab)
+        num_per_level, level_strides = self._levels(strides_ab)
         assigned = self.aided_assigner(cls_ab.detach().sigmoid(), pred_bboxes.detach() * strides_ab, points, *gt,
                                        num_per_level, level_strides, anchor_boxes=boxes)
         loss_cls, loss_iou, _ = self._branch_losses(cls_ab, pred_bboxes, [], points_s, strides_ab, assigned)

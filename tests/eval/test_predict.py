@@ -177,3 +177,54 @@ def test_predict_to_dir(tmp_path):
     row = (out / "labels" / "img0.txt").read_text().split()
     assert row[0] == "1" and len(row) == 6
     np.testing.assert_allclose([float(v) for v in row[1:5]], [25 / 90, 25 / 60, 30 / 90, 30 / 60], atol=0.02)
+
+
+@pytest.mark.parametrize("shape", [(200, 300), (333, 120), (480, 640), (97, 211), (256, 256), (150, 500)])
+def test_rect_letterbox_maps_boxes_back_like_the_square_one(shape):
+    """The minimal-padding letterbox (the default) only changes where the image sits in the input:
+    a box found in the input maps back to the same original pixels (<= 1 px) as with the square
+    letterbox, and the input is never larger than the square one."""
+    from repyolo.engine.predictor import Predictor
+
+    h, w = shape
+    box = (w // 5, h // 4, w // 5 + max(w // 3, 4), h // 4 + max(h // 3, 4))
+    img = scene(h, w, box, seed=3)
+    results = {}
+    for rect in (True, False):
+        backend = BoxBackend(white_box)
+        p = Predictor(backend, img_size=320, conf_thres=0.5, rect=rect)
+        (dets,), _ = p.predict_arrays([img])
+        assert len(dets) == 1
+        results[rect] = (dets[0, :4], backend.calls[0])
+    (rect_box, rect_shape), (square_box, square_shape) = results[True], results[False]
+    assert np.abs(rect_box - square_box).max() <= 1.0
+    assert np.abs(rect_box - np.array(box)).max() <= 1.0 + max(h, w) / 320  # resize rounding
+    assert square_shape[2:] == (320, 320) and all(r <= s for r, s in zip(rect_shape[2:], square_shape[2:]))
+    assert all(v % 32 == 0 for v in rect_shape[2:])
+
+
+def test_prefetching_keeps_order_and_reports_unreadable_files(tmp_path):
+    from repyolo.engine.predictor import Predictor
+
+    paths = _images(tmp_path / "src", 5)
+    (tmp_path / "src" / "img9.png").write_bytes(b"not an image")
+    warnings = []
+    got = [f.path for f, _ in Predictor(BoxBackend(white_box), img_size=96).stream(tmp_path / "src", warn=warnings)]
+    assert got == [str(p) for p in paths]
+    assert len(warnings) == 1 and "img9.png" in warnings[0]
+
+
+def test_background_writer_writes_everything_in_order(tmp_path):
+    from repyolo.engine.predictor import Predictor
+    from repyolo.engine.results import PredictionWriter
+
+    paths = _images(tmp_path / "src", 6)
+    writer = PredictionWriter(tmp_path / "out", save_txt=True, save_json=True, background=True)
+    try:
+        for frame, result in Predictor(BoxBackend(white_box), img_size=96, conf_thres=0.5).stream(tmp_path / "src"):
+            writer.add(frame, result)
+    finally:
+        writer.close()
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(p.name for p in paths)
+    names = [d["file_name"] for d in json.loads((tmp_path / "out" / "predictions.json").read_text())]
+    assert names == [str(p) for p in paths]

@@ -1,0 +1,92 @@
+"""Training speed levers, each a separate switch: mixed precision, channels-last, torch.compile.
+
+* **Mixed precision**: float16 autocast with a GradScaler on CUDA (``TrainArgs.amp``, on by
+  default, as before); bfloat16 autocast on a CPU that computes bfloat16 natively
+  (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions run about twice as fast as float32)
+  only when asked for (``TrainArgs.bf16``, off by default: a 40-epoch run ended 4 points of
+  mAP@0.5 below float32 on one seed, not yet separated from seed noise; BENCHMARKS.md). The
+  loss always runs in float32 (:class:`~repyolo.loss.detection.DetectionLoss`), and so do the
+  optimizer, the EMA and evaluation; precise BN runs its convolutions in the training precision
+  (the statistics it collects are float32).
+* **Channels-last** memory format (``TrainArgs.channels_last``, default: on CUDA only). On the
+  CPU it is off by default: with torch 2.13, channels-last training of yolov6n corrupted the heap
+  (glibc aborts, segfaults; measured with 1x1 stride-2 convolutions of few input channels and in
+  the full backbone), and its measured gain there was only ~1.1x.
+* **torch.compile** (``TrainArgs.compile``, off by default: compiling yolov6n's training graph
+  takes minutes on 2 CPU cores, which only pays back over long runs: measured 1.1x for yolov6n's
+  forward+backward after 5.6 min of compiling). Inductor's automatic channels-last layout is
+  turned off for the reason above. Any failure to compile at the first call falls back to eager
+  execution with one warning (:class:`CompiledForward`).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from repyolo.utils.logging import get_logger
+
+LOGGER = get_logger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it does not exist)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU computes bfloat16 in hardware (``avx512_bf16`` or AMX) and oneDNN can use it."""
+    flags = cpu_flags() if flags is None else flags
+    if not ({"avx512_bf16", "amx_bf16"} & set(flags)):
+        return False
+    return bool(torch.backends.mkldnn.is_available())
+
+
+def autocast_dtype(device: torch.device, amp: bool, bf16: bool = False,
+                   flags: frozenset[str] | None = None) -> torch.dtype | None:
+    """The autocast dtype of training on ``device``: float16 on CUDA when ``amp``; bfloat16 on a
+    CPU with native bfloat16 when ``bf16`` (else float32, with a warning); ``None`` = float32."""
+    if device.type == "cuda":
+        return torch.float16 if amp else None
+    if device.type == "cpu" and bf16:
+        if native_bf16(flags):
+            return torch.bfloat16
+        LOGGER.warning("--bf16: this CPU has no native bfloat16 (avx512_bf16 / AMX): training in float32")
+    return None
+
+
+def use_channels_last(device: torch.device, requested: bool | None) -> bool:
+    """``requested`` when given, else on for CUDA and off for the CPU (see the module docstring)."""
+    return bool(requested) if requested is not None else device.type == "cuda"
+
+
+class CompiledForward:
+    """``torch.compile(model)`` used like the model; the first call that fails to compile logs one
+    warning and every call after it runs the eager model (training never stops for the compiler)."""
+
+    def __init__(self, model: nn.Module, **options):
+        self.model = model
+        self.compiled = torch.compile(model, **options)
+        self.failed = False
+
+    def __call__(self, *args, **kwargs):
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+                self.failed = True
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                LOGGER.warning("torch.compile failed (%s): training continues without it", first)
+        return self.model(*args, **kwargs)
+
+
+__all__ = ["CompiledForward", "autocast_dtype", "cpu_flags", "native_bf16", "use_channels_last"]
