@@ -66,11 +66,11 @@ class Worker:
     """A persistent worker process (``python SCRIPT --worker ...``) importing repyolo from ``tree``."""
 
     def __init__(self, name: str, tree: Path, argv: list[str], threads: int | None = None, cwd: str | None = None,
-                 log: str | None = None):
+                 log: str | None = None, env: dict | None = None):
         self.name, self.log = name, log
         err = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
-        check_tree(tree, tree_env(tree, threads))
-        self.proc = subprocess.Popen([sys.executable, *argv], env=tree_env(tree, threads), cwd=cwd or NEUTRAL_CWD,
+        check_tree(tree, tree_env(tree, threads, env))
+        self.proc = subprocess.Popen([sys.executable, *argv], env=tree_env(tree, threads, env), cwd=cwd or NEUTRAL_CWD,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
                                      bufsize=1)
         self.ready = self.read()
@@ -109,6 +109,18 @@ def summary(a: list[float], b: list[float]) -> dict:
     return {"a": statistics.median(a), "b": statistics.median(b),
             "ratio_of_medians": statistics.median(a) / statistics.median(b),
             "median_pair_ratio": statistics.median(pairs) if pairs else float("nan"), "n": len(pairs)}
+
+
+def start_load(n: int) -> list[subprocess.Popen]:
+    """``n`` competing CPU-bound processes (``while True: pass``); stop them with :func:`stop_load`."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop_load(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
 
 
 def load_average() -> str:

@@ -20,25 +20,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtest import REPO, default_old_tree, load_average, run_repyolo, tree_env  # noqa: E402
-
-
-def start_load(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-
-
-def stop_load(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        p.kill()
-    for p in procs:
-        p.wait()
+from abtest import REPO, default_old_tree, load_average, run_repyolo, start_load, stop_load, tree_env  # noqa: E402
 
 
 def train_once(tree: Path, data: str, project: Path, name: str, args) -> float:

@@ -16,7 +16,9 @@ loss curves (cls / iou / dfl) and their largest relative difference: the speed l
 change the numerics beyond float rounding.
 
 ``--new-args`` passes training settings to the new side only (e.g. ``compile=true``), to measure
-one lever at a time.
+one lever at a time; ``--old-env`` / ``--new-env`` add environment variables to one side (e.g.
+``{"OMP_WAIT_POLICY": "PASSIVE"}``, with ``--old`` and ``--new`` the same tree); ``--load N`` runs
+``N`` competing CPU-bound processes during the measurement (a busy machine).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from abtest import REPO, Worker, default_old_tree, load_average, serve, summary  # noqa: E402
+from abtest import REPO, Worker, default_old_tree, load_average, serve, start_load, stop_load, summary  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- worker side
 
@@ -112,9 +114,10 @@ def run_config(args, img: int, bs: int, tmp: Path) -> dict:
     common = ["--worker", "--img", str(img), "--data", data, "--batch-file", batch_file, "--model", args.model,
               "--threads", str(args.threads), "--project", str(tmp)]
     old = Worker("old", args.old, [script, *common, "--name", f"old{img}"], args.threads, cwd=str(tmp),
-                 log=str(tmp / f"old{img}.log"))
+                 log=str(tmp / f"old{img}.log"), env=json.loads(args.old_env or "{}"))
     new = Worker("new", args.new, [script, *common, "--name", f"new{img}", "--extra", args.new_args or "{}"],
-                 args.threads, cwd=str(tmp), log=str(tmp / f"new{img}.log"))
+                 args.threads, cwd=str(tmp), log=str(tmp / f"new{img}.log"), env=json.loads(args.new_env or "{}"))
+    load = start_load(args.load)
     try:
         res = {"old": {"wall": [], "cpu": []}, "new": {"wall": [], "cpu": []}}
         for r in range(args.rounds + 1):
@@ -140,6 +143,7 @@ def run_config(args, img: int, bs: int, tmp: Path) -> dict:
         return {"img": img, "batch": bs, "wall": summary(res["old"]["wall"], res["new"]["wall"]),
                 "cpu": summary(res["old"]["cpu"], res["new"]["cpu"]), "curves": curves}
     finally:
+        stop_load(load)
         old.close()
         new.close()
 
@@ -162,14 +166,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check-loss", type=int, default=0, metavar="N", help="also compare N-step loss curves")
     ap.add_argument("--new-args", default="", help="JSON of TrainArgs / hyp settings for the new side only")
+    ap.add_argument("--old-env", default="", help="JSON of environment variables for the old side")
+    ap.add_argument("--new-env", default="", help="JSON of environment variables for the new side")
+    ap.add_argument("--load", type=int, default=0, help="competing CPU-bound processes during the timing")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     if args.worker:
         worker(args)
         return
-    print(f"old {args.old} vs new {args.new}; {args.model}, {args.threads} threads, {args.steps} steps x "
-          f"{args.rounds} rounds interleaved; load average before: {load_average()}")
+    print(f"old {args.old} {args.old_env} vs new {args.new} {args.new_env} {args.new_args}; {args.model}, "
+          f"{args.threads} threads, {args.steps} steps x {args.rounds} rounds interleaved, {args.load} competing "
+          f"processes; load average before: {load_average()}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in args.configs:
