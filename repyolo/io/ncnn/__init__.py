@@ -38,47 +38,9 @@ Every problem with a file is a one-line :class:`NcnnFormatError` (a
 """
 from __future__ import annotations
 
-from repyolo.io.ncnn.net import NcnnNet, run_ncnn
-from repyolo.io.ncnn.param import (
-    ARRAY_KEY_BASE,
-    MAGIC,
-    STORAGES,
-    TAG_BF16,
-    TAG_FP16,
-    TAG_FP32,
-    TAG_FP32_SCALED,
-    TAG_INT8,
-    NcnnFormatError,
-    NcnnGraph,
-    NcnnLayer,
-    ParamValue,
-    format_layer,
-    format_param,
-    insert_splits,
-    parse_param,
-    read_param,
-    write_param,
-)
-from repyolo.io.ncnn.weights import (
-    INT8_TYPES,
-    KNOWN_TAGS,
-    SLOT_PLANS,
-    WEIGHTLESS,
-    NcnnModel,
-    Slot,
-    format_bin,
-    parse_bin,
-    read_bin,
-    read_ncnn,
-    slots_of,
-    write_bin,
-    write_ncnn,
-)
+from repyolo.io.ncnn import net, param, weights
+from repyolo.io.ncnn.net import *  # noqa: F403
+from repyolo.io.ncnn.param import *  # noqa: F403
+from repyolo.io.ncnn.weights import *  # noqa: F403
 
-__all__ = [
-    "ARRAY_KEY_BASE", "INT8_TYPES", "KNOWN_TAGS", "MAGIC", "NcnnFormatError", "NcnnGraph", "NcnnLayer",
-    "NcnnModel", "NcnnNet", "ParamValue", "SLOT_PLANS", "STORAGES", "Slot", "TAG_BF16", "TAG_FP16", "TAG_FP32",
-    "TAG_FP32_SCALED", "TAG_INT8", "WEIGHTLESS", "format_bin", "format_layer", "format_param", "insert_splits",
-    "parse_bin", "parse_param", "read_bin", "read_ncnn", "read_param", "run_ncnn", "slots_of", "write_bin",
-    "write_ncnn", "write_param",
-]
+__all__ = [*param.__all__, *weights.__all__, *net.__all__]

@@ -135,3 +135,7 @@ def run_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None,
     """Load a pair and run it once (see :class:`NcnnNet`); returns ``{blob: array}``."""
     return NcnnNet(param_path, bin_path, num_threads=num_threads, fp32=fp32)(inputs, outputs)
 
+
+__all__ = [
+    "NcnnNet", "run_ncnn",
+]

@@ -389,3 +389,8 @@ def insert_splits(graph: NcnnGraph) -> NcnnGraph:
     return out
 
 
+__all__ = [
+    "ARRAY_KEY_BASE", "MAGIC", "NcnnFormatError", "NcnnGraph", "NcnnLayer", "ParamValue", "STORAGES",
+    "TAG_BF16", "TAG_FP16", "TAG_FP32", "TAG_FP32_SCALED", "TAG_INT8", "format_layer", "format_param",
+    "insert_splits", "parse_param", "read_param", "write_param",
+]

@@ -522,3 +522,7 @@ def write_ncnn(graph: NcnnGraph, weights: Mapping[str, Mapping[str, np.ndarray]]
     return param_path, bin_path
 
 
+__all__ = [
+    "INT8_TYPES", "KNOWN_TAGS", "NcnnModel", "SLOT_PLANS", "Slot", "WEIGHTLESS", "format_bin", "parse_bin", "read_bin",
+    "read_ncnn", "slots_of", "write_bin", "write_ncnn",
+]
