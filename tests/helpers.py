@@ -21,3 +21,11 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(n, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(n, generator=g) * 0.3)
     return module
+
+
+def save_model(model: nn.Module, path) -> str:
+    """Write ``model`` as a repyolo training checkpoint at ``path``; returns the path as a string."""
+    from repyolo.io.checkpoint import save_checkpoint, training_checkpoint
+
+    save_checkpoint(training_checkpoint(model), path)
+    return str(path)

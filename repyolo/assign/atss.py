@@ -16,19 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from repyolo.assign.common import (
-    AssignResult,
-    check_inputs,
-    empty_targets,
-    gather_targets,
-    resolve_conflicts,
-    stride_per_anchor,
-)
+from repyolo.assign.common import Assigner, AssignResult, gather_targets, resolve_conflicts, stride_per_anchor
 from repyolo.ops.boxes import points_in_boxes
 from repyolo.ops.iou import box_iou, pairwise_iou
 
 
-class ATSSAssigner:
+class ATSSAssigner(Assigner):
     """Static (prediction-free) assigner.
 
     Args:
@@ -47,29 +40,14 @@ class ATSSAssigner:
         self.iou_weighted = iou_weighted
         self.eps = eps
 
-    @torch.no_grad()
-    def __call__(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor | None, anchor_points: torch.Tensor,
-                 gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
-                 num_anchors_per_level: list[int], strides, anchor_boxes: torch.Tensor | None = None
-                 ) -> AssignResult:
-        """Assign targets.
-
-        Args:
-            pred_scores: ``(B, A, nc)`` probabilities (only its shape is used).
-            pred_bboxes: ``(B, A, 4)`` xyxy pixels, or None (then targets stay one-hot).
-            anchor_points: ``(A, 2)`` pixels.
-            gt_labels: ``(B, n, 1)`` long; gt_bboxes ``(B, n, 4)`` xyxy pixels; mask_gt ``(B, n, 1)``.
-            num_anchors_per_level: anchors of each level, in the order of ``anchor_points``.
-            strides: per-level strides (list) or per-anchor ``(A,)`` / ``(A, 1)`` tensor.
-            anchor_boxes: ``(A, 4)`` xyxy pixels to use instead of the virtual squares (anchor-based
-                branches with several anchor shapes per point).
-        Returns:
-            ``target_labels`` ``(B, A)`` long (``nc`` = background), ``target_bboxes`` ``(B, A, 4)``,
-            ``target_scores`` ``(B, A, nc)``, ``fg_mask`` ``(B, A)`` bool.
-        """
-        check_inputs(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt)
-        if gt_bboxes.shape[1] == 0:
-            return empty_targets(pred_scores, self.num_classes)
+    def assign(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor | None, anchor_points: torch.Tensor,
+               gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
+               num_anchors_per_level: list[int], strides, anchor_boxes: torch.Tensor | None = None
+               ) -> AssignResult:
+        """ATSS targets (:class:`~repyolo.assign.common.Assigner` call). ``pred_scores`` gives only its
+        shape; ``pred_bboxes`` ``None`` keeps the class targets one-hot; ``num_anchors_per_level`` and
+        ``strides`` are required; ``anchor_boxes`` ``(A, 4)`` xyxy pixels replace the virtual squares
+        (anchor-based branches with several anchor shapes per point)."""
         a = anchor_points.shape[0]
         if num_anchors_per_level is None or sum(num_anchors_per_level) != a:
             raise ValueError(f"num_anchors_per_level {num_anchors_per_level} must sum to {a}")

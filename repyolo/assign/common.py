@@ -1,4 +1,5 @@
-"""Pieces shared by the label assigners: conflict resolution and target gathering.
+"""Pieces shared by the label assigners: their common call (:class:`Assigner`), conflict
+resolution and target gathering.
 
 Shapes: ``B`` images, ``n`` ground-truth slots per image (padded, ``mask_gt`` marks the real
 ones), ``A`` anchor points, ``nc`` classes. Background anchors get label ``nc``, a zero box
@@ -99,3 +100,40 @@ def check_inputs(pred_scores: torch.Tensor, pred_bboxes: torch.Tensor | None, an
     if gt_bboxes.shape != (b, n, 4) or gt_labels.shape != (b, n, 1) or mask_gt.shape != (b, n, 1):
         raise ValueError(f"gt_labels (B,n,1), gt_bboxes (B,n,4), mask_gt (B,n,1) with B={b} expected, got "
                          f"{tuple(gt_labels.shape)}, {tuple(gt_bboxes.shape)}, {tuple(mask_gt.shape)}")
+
+
+class Assigner:
+    """The label assigners' one contract (ATSS, TAL, SimOTA).
+
+    ``assigner(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt,
+    num_anchors_per_level, strides, **extra)`` checks the inputs, answers an image batch without
+    ground truth with all-background targets, and otherwise calls the subclass's :meth:`assign`.
+
+    Args of the call:
+        pred_scores: ``(B, A, nc)`` probabilities; pred_bboxes ``(B, A, 4)`` xyxy pixels (ATSS: may
+            be ``None``).
+        anchor_points: ``(A, 2)`` pixels.
+        gt_labels: ``(B, n, 1)`` long; gt_bboxes ``(B, n, 4)`` xyxy pixels; mask_gt ``(B, n, 1)``.
+        num_anchors_per_level: anchors of each level, in the order of ``anchor_points``.
+        strides: per-level list or per-anchor ``(A,)`` / ``(A, 1)`` tensor.
+    Returns:
+        ``target_labels`` ``(B, A)`` long (``nc`` = background), ``target_bboxes`` ``(B, A, 4)``,
+        ``target_scores`` ``(B, A, nc)``, ``fg_mask`` ``(B, A)`` bool.
+    """
+
+    num_classes: int
+
+    @torch.no_grad()
+    def __call__(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor | None, anchor_points: torch.Tensor,
+                 gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
+                 num_anchors_per_level: list[int] | None = None, strides=None, **extra) -> AssignResult:
+        check_inputs(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt)
+        if gt_bboxes.shape[1] == 0:
+            return empty_targets(pred_scores, self.num_classes)
+        return self.assign(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt,
+                           num_anchors_per_level, strides, **extra)
+
+    def assign(self, pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt,
+               num_anchors_per_level, strides) -> AssignResult:
+        """The assignment itself, for at least one ground-truth slot (shapes as in the class docstring)."""
+        raise NotImplementedError

@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 
 from repyolo.assign.common import (
+    Assigner,
     AssignResult,
-    check_inputs,
-    empty_targets,
     gather_targets,
     gt_class_scores,
     resolve_conflicts,
@@ -32,7 +31,7 @@ from repyolo.ops.boxes import points_in_boxes
 from repyolo.ops.iou import box_iou
 
 
-class SimOTAAssigner:
+class SimOTAAssigner(Assigner):
     """Dynamic-k, cost-based assigner.
 
     Args:
@@ -60,25 +59,11 @@ class SimOTAAssigner:
         iou_cost = -torch.log(overlaps + self.eps)
         return cls_cost + self.iou_weight * iou_cost
 
-    @torch.no_grad()
-    def __call__(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor, anchor_points: torch.Tensor,
-                 gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
-                 num_anchors_per_level: list[int] | None = None, strides=None) -> AssignResult:
-        """Assign targets.
-
-        Args:
-            pred_scores: ``(B, A, nc)`` probabilities; pred_bboxes ``(B, A, 4)`` xyxy pixels.
-            anchor_points: ``(A, 2)`` pixels.
-            gt_labels: ``(B, n, 1)`` long; gt_bboxes ``(B, n, 4)`` xyxy pixels; mask_gt ``(B, n, 1)``.
-            num_anchors_per_level: needed only when ``strides`` is a per-level list.
-            strides: per-level list or per-anchor ``(A,)`` / ``(A, 1)`` tensor (required).
-        Returns:
-            ``target_labels`` ``(B, A)`` long (``nc`` = background), ``target_bboxes`` ``(B, A, 4)``,
-            ``target_scores`` ``(B, A, nc)``, ``fg_mask`` ``(B, A)`` bool.
-        """
-        check_inputs(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt)
-        if gt_bboxes.shape[1] == 0:
-            return empty_targets(pred_scores, self.num_classes)
+    def assign(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor, anchor_points: torch.Tensor,
+               gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
+               num_anchors_per_level: list[int] | None = None, strides=None) -> AssignResult:
+        """SimOTA targets (:class:`~repyolo.assign.common.Assigner` call); ``strides`` is required (the
+        centre prior's radius), ``num_anchors_per_level`` only when it is a per-level list."""
         if strides is None:
             raise ValueError("SimOTA needs the strides (centre prior radius)")
         a = anchor_points.shape[0]

@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from repyolo.assign.common import (
-    AssignResult,
-    check_inputs,
-    empty_targets,
-    gather_targets,
-    gt_class_scores,
-    resolve_conflicts,
-)
+from repyolo.assign.common import Assigner, AssignResult, gather_targets, gt_class_scores, resolve_conflicts
 from repyolo.ops.boxes import points_in_boxes
 from repyolo.ops.iou import box_iou
 
 
-class TaskAlignedAssigner:
+class TaskAlignedAssigner(Assigner):
     """Dynamic assigner driven by the alignment of classification and localisation.
 
     Args:
@@ -39,24 +32,11 @@ class TaskAlignedAssigner:
         self.beta = beta
         self.eps = eps
 
-    @torch.no_grad()
-    def __call__(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor, anchor_points: torch.Tensor,
-                 gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
-                 num_anchors_per_level: list[int] | None = None, strides=None) -> AssignResult:
-        """Assign targets.
-
-        Args:
-            pred_scores: ``(B, A, nc)`` probabilities; pred_bboxes ``(B, A, 4)`` xyxy pixels.
-            anchor_points: ``(A, 2)`` pixels.
-            gt_labels: ``(B, n, 1)`` long; gt_bboxes ``(B, n, 4)`` xyxy pixels; mask_gt ``(B, n, 1)``.
-            num_anchors_per_level, strides: unused (same call as the other assigners).
-        Returns:
-            ``target_labels`` ``(B, A)`` long (``nc`` = background), ``target_bboxes`` ``(B, A, 4)``,
-            ``target_scores`` ``(B, A, nc)``, ``fg_mask`` ``(B, A)`` bool.
-        """
-        check_inputs(pred_scores, pred_bboxes, anchor_points, gt_labels, gt_bboxes, mask_gt)
-        if gt_bboxes.shape[1] == 0:
-            return empty_targets(pred_scores, self.num_classes)
+    def assign(self, pred_scores: torch.Tensor, pred_bboxes: torch.Tensor, anchor_points: torch.Tensor,
+               gt_labels: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor,
+               num_anchors_per_level=None, strides=None) -> AssignResult:
+        """Task-aligned targets (:class:`~repyolo.assign.common.Assigner` call; the levels and strides
+        are not used)."""
         gt_bboxes = gt_bboxes.to(pred_bboxes.dtype)
         candidates = points_in_boxes(anchor_points, gt_bboxes, self.eps) & mask_gt.bool()  # (B, n, A)
 

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, nargs="+", default=None, help="keep only these class ids")
     p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     p.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
-                   help="minimal padding to a multiple of the stride (default: True; --no-rect: a square img x img letterbox)")
+                   help="minimal padding to a multiple of the stride (default: True; "
+                        "--no-rect: a square img x img letterbox)")
     p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                    help="runtime for .pt weights: auto = a cached ONNX Runtime export when it pays (CPU), "
                         "torch = PyTorch, onnx = always the ONNX Runtime export")

@@ -248,22 +248,24 @@ def random_affine(img: np.ndarray, labels: np.ndarray, degrees=0.0, translate=0.
     return img, labels
 
 
+def flip(img: np.ndarray, labels: np.ndarray, axis: int):
+    """Mirror across ``axis`` (1: left-right, ``x -> W - x``; 0: top-bottom, ``y -> H - y``); labels
+    ``(N, 5)`` ``[class, x1, y1, x2, y2]`` pixels."""
+    size = img.shape[axis]
+    cols = [1, 3] if axis == 1 else [2, 4]
+    labels = labels.copy()
+    labels[:, cols] = size - labels[:, cols[::-1]]
+    return cv2.flip(img, axis), labels
+
+
 def fliplr(img: np.ndarray, labels: np.ndarray):
     """Mirror left-right: ``x -> W - x``."""
-    w = img.shape[1]
-    img = cv2.flip(img, 1)
-    labels = labels.copy()
-    labels[:, [1, 3]] = w - labels[:, [3, 1]]
-    return img, labels
+    return flip(img, labels, 1)
 
 
 def flipud(img: np.ndarray, labels: np.ndarray):
     """Mirror top-bottom: ``y -> H - y``."""
-    h = img.shape[0]
-    img = cv2.flip(img, 0)
-    labels = labels.copy()
-    labels[:, [2, 4]] = h - labels[:, [4, 2]]
-    return img, labels
+    return flip(img, labels, 0)
 
 
 def random_flip(img: np.ndarray, labels: np.ndarray, fliplr_p: float = 0.5, flipud_p: float = 0.0,

@@ -117,7 +117,40 @@ def identity_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
     return eye
 
 
-class RepVGGBlock(Fusable):
+class ReparamBlock(Fusable):
+    """Shared form of the RepVGG-style blocks: training-time branches (``branch_modules``) whose
+    linear part :meth:`equivalent_kernel_bias` reduces to one 3x3 kernel and bias; ``fuse()`` puts
+    that into ``rbr_reparam`` (a 3x3 conv with bias) and drops the branches. Subclasses set
+    ``nonlinearity``, ``se``, ``rbr_dense`` (whose conv geometry the fused conv copies) and
+    implement :meth:`forward_branches`. ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``.
+    """
+
+    branch_modules: tuple[str, ...] = ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rbr_reparam is not None:
+            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+        return self.forward_branches(x)
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        if self.rbr_reparam is not None:
+            return
+        kernel, bias = self.equivalent_kernel_bias()
+        self.rbr_reparam = fused_conv(self.rbr_dense.conv, kernel, bias)
+        for name in self.branch_modules:
+            delattr(self, name)
+            setattr(self, name, None)
+
+
+class RepVGGBlock(ReparamBlock):
     """RepVGG block: 3x3 conv+BN, 1x1 conv+BN and (when shapes allow) an identity BN, summed, then ReLU.
 
     ``(B, c_in, H, W) -> (B, c_out, H/s, W/s)``. After ``fuse()`` the three branches are one
@@ -137,9 +170,9 @@ class RepVGGBlock(Fusable):
         self.rbr_1x1 = ConvBN(c_in, c_out, 1, s, 0)
         self.rbr_reparam: nn.Conv2d | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rbr_reparam is not None:
-            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+    branch_modules = ("rbr_dense", "rbr_1x1", "rbr_identity")
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
         y = self.rbr_dense(x) + self.rbr_1x1(x)
         if self.rbr_identity is not None:
             y = y + self.rbr_identity(x)
@@ -157,17 +190,8 @@ class RepVGGBlock(Fusable):
             kernel, bias = kernel + ki, bias + bi
         return kernel, bias
 
-    @torch.no_grad()
-    def fuse(self) -> None:
-        if self.rbr_reparam is not None:
-            return
-        kernel, bias = self.equivalent_kernel_bias()
-        self.rbr_reparam = fused_conv(self.rbr_dense.conv, kernel, bias)
-        del self.rbr_dense, self.rbr_1x1, self.rbr_identity
-        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = None
 
-
-class QARepVGGBlock(Fusable):
+class QARepVGGBlock(ReparamBlock):
     """Quantization-aware RepVGG block (QARepVGG, "Make RepVGG Greater Again"), the v2 form with
     an average-pooling branch, as trained by the official ``*-qa`` models.
 
@@ -195,9 +219,9 @@ class QARepVGGBlock(Fusable):
         self.rbr_avg = nn.AvgPool2d(3, s, 1) if square else None
         self.rbr_reparam: nn.Conv2d | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rbr_reparam is not None:
-            return self.nonlinearity(self.se(self.rbr_reparam(x)))
+    branch_modules = ("rbr_dense", "rbr_1x1", "rbr_identity", "rbr_avg", "bn")
+
+    def forward_branches(self, x: torch.Tensor) -> torch.Tensor:
         y = self.rbr_dense(x) + self.rbr_1x1(x)
         if self.rbr_identity is not None:
             y = y + self.rbr_identity(x) + self.rbr_avg(x)
@@ -215,15 +239,6 @@ class QARepVGGBlock(Fusable):
             avg = eye.sum((2, 3), keepdim=True).expand_as(eye) / 9.0
             kernel = kernel + eye + avg
         return fold_bn(kernel, self.bn, bias)
-
-    @torch.no_grad()
-    def fuse(self) -> None:
-        if self.rbr_reparam is not None:
-            return
-        kernel, bias = self.equivalent_kernel_bias()
-        self.rbr_reparam = fused_conv(self.rbr_dense.conv, kernel, bias)
-        del self.rbr_dense, self.rbr_1x1, self.rbr_identity, self.rbr_avg, self.bn
-        self.rbr_dense = self.rbr_1x1 = self.rbr_identity = self.rbr_avg = self.bn = None
 
 
 class RepBlock(nn.Module):

@@ -41,6 +41,13 @@ class Backend:
     end2end: bool = False
     metadata: dict | None = None
     source: str = ""
+    ignored_options: frozenset[str] = frozenset({"fuse", "half"})  # TorchBackend options an exported file ignores
+
+    def _check_options(self, options: dict) -> None:
+        """TypeError for keyword options this backend does not take (``ignored_options`` pass)."""
+        unknown = set(options) - self.ignored_options
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected options {sorted(unknown)}")
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(B, 3, H, W)`` float in 0..1 -> ``(B, A, 4 + nc)`` float32 torch tensor (CPU or model device)."""

@@ -30,7 +30,6 @@ from repyolo.runtime.metadata import FORMAT, LETTERBOX, NCNN_METADATA_FILE, from
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-_IGNORED = {"fuse", "half"}
 LITE_STRIDES = [8, 16, 32, 64]
 
 
@@ -92,9 +91,7 @@ class NcnnBackend(FileBackend):
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None,
                  fp16: bool = False, **kwargs):
-        unknown = set(kwargs) - _IGNORED
-        if unknown:
-            raise TypeError(f"NcnnBackend got unexpected options {sorted(unknown)}")
+        self._check_options(kwargs)
         if str(device) not in ("cpu", "cpu:0"):
             raise RepyoloError(f"{path}: the ncnn backend runs on the CPU only (got device {device})")
         self.path = resolve_param(path)

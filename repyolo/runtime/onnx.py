@@ -12,7 +12,6 @@ from repyolo.runtime.metadata import END2END_OUTPUTS, from_strings
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-_IGNORED = {"fuse", "half"}  # TorchBackend options that mean nothing for an exported file
 
 
 def _providers(device: str, ort) -> list[str]:
@@ -42,9 +41,7 @@ class OnnxBackend(FileBackend):
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None,
                  **kwargs):
-        unknown = set(kwargs) - _IGNORED
-        if unknown:
-            raise TypeError(f"OnnxBackend got unexpected options {sorted(unknown)}")
+        self._check_options(kwargs)
         try:
             import onnxruntime as ort
         except ImportError:

@@ -15,7 +15,6 @@ from repyolo.runtime.metadata import OPENVINO_RT_SECTION as RT_SECTION
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-_IGNORED = {"fuse", "half"}
 PRECISIONS = ("f32", "bf16", "f16")
 
 
@@ -53,9 +52,7 @@ class OpenVinoBackend(FileBackend):
 
     def __init__(self, path_or_dir: str | Path, device: str | torch.device = "cpu", threads: int | None = None,
                  precision: str = "f32", **kwargs):
-        unknown = set(kwargs) - _IGNORED
-        if unknown:
-            raise TypeError(f"OpenVinoBackend got unexpected options {sorted(unknown)}")
+        self._check_options(kwargs)
         if precision not in PRECISIONS:
             raise RepyoloError(f"OpenVINO precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         try:

@@ -14,7 +14,6 @@ from repyolo.runtime.metadata import from_strings, to_strings
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
-_IGNORED = {"fuse"}
 
 
 class TorchScriptBackend(Backend):
@@ -26,12 +25,11 @@ class TorchScriptBackend(Backend):
     """
 
     kind = "torchscript"
+    ignored_options = frozenset({"fuse"})
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", threads: int | None = None,
                  half: bool = False, **kwargs):
-        unknown = set(kwargs) - _IGNORED
-        if unknown:
-            raise TypeError(f"TorchScriptBackend got unexpected options {sorted(unknown)}")
+        self._check_options(kwargs)
         self.path = Path(path)
         self.source = str(self.path)
         self.device = torch.device(device)

@@ -85,3 +85,39 @@ def simota(points, strides, scores, preds, gts, iou_weight=3.0, radius=2.5, big=
         j = min(c)[1]
         out[a] = (j, overlap[a, j])
     return out
+
+
+def random_batch(seed: int, points, b: int, n: int, nc: int, min_side: float, spread: float):
+    """A seeded float64 batch for comparing an assigner with its reference: ``boxes`` ``(b, n, 4)``,
+    ``classes`` ``(b, n, 1)``, ``mask`` ``(b, n, 1)`` (all True), ``scores`` ``(b, A, nc)`` in [0, 1),
+    ``preds`` ``(b, A, 4)`` boxes around the anchor ``points`` ``(A, 2)`` (half-sides 2 .. 2 + spread)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    a = len(points)
+    xy = rand(b, n, 2) * 40
+    boxes = torch.cat((xy, xy + rand(b, n, 2) * 30 + min_side), -1)
+    classes = torch.randint(0, nc, (b, n, 1), generator=g)
+    mask = torch.ones(b, n, 1, dtype=torch.bool)
+    scores = rand(b, a, nc)
+    centre = points + (rand(b, a, 2) - 0.5) * 8
+    preds = torch.cat((centre - spread * rand(b, a, 2) - 2, centre + spread * rand(b, a, 2) + 2), -1)
+    return boxes, classes, mask, scores, preds
+
+
+def assert_matches_reference(out, classes, boxes, mask, reference, check_boxes: bool = True) -> None:
+    """``out`` (an assigner's result for the batch) equals ``reference(i, gts)`` (the loop reference of
+    image ``i`` with its ``[(class, box), ...]``) on every image: same positives, labels, scores (and boxes)."""
+    import pytest
+
+    labels, tboxes, tscores, fg = out
+    for i in range(len(classes)):
+        gts = [(int(classes[i, j, 0]), boxes[i, j].tolist()) for j in range(classes.shape[1]) if mask[i, j, 0]]
+        ref = reference(i, gts)
+        assert set(fg[i].nonzero()[:, 0].tolist()) == set(ref)
+        for anchor, (j, score) in ref.items():
+            assert labels[i, anchor] == gts[j][0]
+            if check_boxes:
+                assert tboxes[i, anchor].tolist() == pytest.approx(gts[j][1])
+            assert float(tscores[i, anchor].sum()) == pytest.approx(score, rel=1e-6, abs=1e-9)

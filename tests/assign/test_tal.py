@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from assign_reference import assert_matches_reference, random_batch
 from assign_reference import tal as tal_reference
 
 from repyolo.assign import TaskAlignedAssigner
@@ -81,24 +82,9 @@ def test_empty_image_and_empty_batch():
 
 
 def test_matches_loop_reference_on_random_batches():
-    g = torch.Generator().manual_seed(1)
     points, _ = make_anchors([(8, 8), (4, 4), (2, 2)], [8, 16, 32], dtype=torch.float64)
-    a, b, n, nc = len(points), 3, 4, 5
-    xy = torch.rand(b, n, 2, generator=g, dtype=torch.float64) * 40
-    boxes = torch.cat((xy, xy + torch.rand(b, n, 2, generator=g, dtype=torch.float64) * 30 + 6), -1)
-    classes = torch.randint(0, nc, (b, n, 1), generator=g)
-    mask = torch.ones(b, n, 1, dtype=torch.bool)
+    boxes, classes, mask, scores, preds = random_batch(1, points, b=3, n=4, nc=5, min_side=6, spread=12)
     mask[0, 2:] = False
-    scores = torch.rand(b, a, nc, generator=g, dtype=torch.float64)
-    centre = points + (torch.rand(b, a, 2, generator=g, dtype=torch.float64) - 0.5) * 8
-    preds = torch.cat((centre - 12 * torch.rand(b, a, 2, generator=g, dtype=torch.float64) - 2,
-                       centre + 12 * torch.rand(b, a, 2, generator=g, dtype=torch.float64) + 2), -1)
-    labels, tboxes, tscores, fg = TaskAlignedAssigner(nc, topk=5)(scores, preds, points, classes, boxes, mask)
-    for i in range(b):
-        gts = [(int(classes[i, j, 0]), boxes[i, j].tolist()) for j in range(n) if mask[i, j, 0]]
-        ref = tal_reference(points.tolist(), scores[i].tolist(), preds[i].tolist(), gts, topk=5)
-        assert set(fg[i].nonzero()[:, 0].tolist()) == set(ref)
-        for anchor, (j, score) in ref.items():
-            assert labels[i, anchor] == gts[j][0]
-            assert tboxes[i, anchor].tolist() == pytest.approx(gts[j][1])
-            assert float(tscores[i, anchor].sum()) == pytest.approx(score, rel=1e-6, abs=1e-9)
+    out = TaskAlignedAssigner(5, topk=5)(scores, preds, points, classes, boxes, mask)
+    assert_matches_reference(out, classes, boxes, mask, lambda i, gts: tal_reference(
+        points.tolist(), scores[i].tolist(), preds[i].tolist(), gts, topk=5))

@@ -7,8 +7,8 @@ A freshly built head has zero prediction weights (constant scores, one box per a
 from __future__ import annotations
 
 import torch
+from helpers import randomize_bn, save_model  # noqa: F401 - save_model is part of this module's helpers
 
-from repyolo.io.checkpoint import save_checkpoint, training_checkpoint
 from repyolo.nn.model import load_model_config
 
 
@@ -22,13 +22,8 @@ def perturb(model: torch.nn.Module, seed: int = 0, cls_bias: float = -4.0, sprea
     depend on the image (a few confident boxes of several classes per photo) instead of one
     class winning everywhere.
     """
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 1.5, generator=g)
-            m.weight.uniform_(0.5, 1.5, generator=g)
-            m.bias.normal_(0.0, 0.1, generator=g)
+    randomize_bn(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
     head = model.detect
     for conv in head.reg_preds:
         conv.weight.normal_(0.0, 0.05, generator=g)
@@ -54,12 +49,6 @@ def csp_config() -> dict:
     cfg = load_model_config("yolov6m")
     cfg.update(name="yolov6m-w025", width_multiple=0.25, depth_multiple=0.33)
     return cfg
-
-
-def save_model(model: torch.nn.Module, path) -> str:
-    """Save ``model`` (not fused) as a repyolo training-style checkpoint."""
-    save_checkpoint(training_checkpoint(model), path)
-    return str(path)
 
 
 def assert_parity(out: torch.Tensor, ref: torch.Tensor, rel: float = 1e-3) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from helpers import randomize_bn, save_model  # noqa: F401 - save_model is part of this module's helpers
 
-from repyolo.io.checkpoint import save_checkpoint, training_checkpoint
 from repyolo.nn.model import build_model
 
 IMG = 64
@@ -14,13 +14,8 @@ NAMES = ["circle", "rectangle", "triangle", "star", "ring"]
 @torch.no_grad()
 def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Seeded random BN statistics and head weights (a fresh head predicts constants)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 1.5, generator=g)
-            m.weight.uniform_(0.5, 1.5, generator=g)
-            m.bias.normal_(0.0, 0.1, generator=g)
+    randomize_bn(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
     for conv in model.detect.cls_preds:
         conv.weight.normal_(0.0, 0.1, generator=g)
         conv.bias.normal_(-2.0, 1.0, generator=g)
@@ -35,11 +30,6 @@ def tiny_model(seed: int = 0) -> torch.nn.Module:
     model = perturb(build_model("yolov6n", num_classes=len(NAMES), width_multiple=0.125), seed)
     model.names = list(NAMES)
     return model
-
-
-def save_model(model: torch.nn.Module, path) -> str:
-    save_checkpoint(training_checkpoint(model), path)
-    return str(path)
 
 
 
