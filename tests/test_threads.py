@@ -1,6 +1,9 @@
 """The thread policy (repyolo.utils.threads): pure functions of cores, workers and requests."""
 from __future__ import annotations
 
+import time
+
+import pytest
 import torch
 
 from repyolo.utils.threads import (
@@ -66,3 +69,60 @@ def test_apply_and_scope_restore():
     assert torch.get_num_threads() == before
     assert apply_threads(requested=1, who="test") == 1
     torch.set_num_threads(before)
+
+
+def test_governor_follows_the_load_of_other_processes_with_hysteresis():
+    from repyolo.utils.threads import ThreadGovernor
+
+    clock = [0.0]
+    machine = [0.0, 0.0]  # busy CPU seconds of the machine, of this process + children
+    applied = []
+    gov = ThreadGovernor(quiet_threads=2, busy_threads=1, interval=5.0, reader=lambda: tuple(machine),
+                         clock=lambda: clock[0], setter=applied.append)
+    assert gov.threads == 1 and gov.tick() is None  # starts safe; no reading before the interval
+
+    def advance(seconds, own_cores, other_cores):
+        clock[0] += seconds
+        machine[0] += seconds * (own_cores + other_cores)
+        machine[1] += seconds * own_cores
+        return gov.tick()
+
+    assert advance(5, own_cores=1.0, other_cores=0.02) == 2      # quiet: all cores
+    assert advance(2, own_cores=2.0, other_cores=1.0) is None    # not a whole interval yet
+    assert advance(3, own_cores=1.4, other_cores=0.6) == 1       # a competitor appeared
+    assert gov.others == pytest.approx((2 * 1.0 + 3 * 0.6) / 5)
+    assert advance(5, own_cores=1.0, other_cores=0.2) is None    # in between: no change (hysteresis)
+    assert advance(5, own_cores=1.0, other_cores=0.05) == 2      # gone: back to all cores
+    assert applied == [2, 1, 2]
+
+
+def test_governor_only_where_the_count_is_free(monkeypatch):
+    from repyolo.utils import threads
+
+    monkeypatch.delenv("REPYOLO_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "cpu_seconds", lambda: (1.0, 0.5))
+    gov = threads.thread_governor(None, workers=2)
+    assert gov is not None and (gov.quiet_threads, gov.busy_threads) == (2, 1)
+    assert threads.thread_governor(1, workers=2) is None                 # --threads given
+    assert threads.thread_governor(None, workers=0) is None              # both counts are 2
+    assert threads.thread_governor(None, workers=2, processes=2) is None  # DDP processes share the host
+    monkeypatch.setenv("REPYOLO_THREADS", "1")
+    assert threads.thread_governor(None, workers=2) is None
+    monkeypatch.delenv("REPYOLO_THREADS")
+    monkeypatch.setattr(threads, "cpu_seconds", lambda: None)             # no /proc
+    assert threads.thread_governor(None, workers=2) is None
+
+
+def test_cpu_seconds_reads_this_machine():
+    from repyolo.utils.threads import cpu_seconds
+
+    first = cpu_seconds()
+    if first is None:
+        pytest.skip("no /proc on this system")
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:  # burn a little CPU in this process
+        pass
+    second = cpu_seconds()
+    assert second[1] - first[1] >= 0.2 and second[0] - first[0] >= second[1] - first[1] - 0.05

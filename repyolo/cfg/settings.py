@@ -162,8 +162,9 @@ class TrainArgs:
     resume: str | None = setting(None, "resume from LAST (default project/name/weights/last.pt)", nargs="?",
                                  const="last", metavar="LAST")
     workers: int = setting(2, "data loader workers per process")
-    threads: int | None = setting(None, "torch intra-op threads (default: the cores this process may use, "
-                                  "minus the loader workers)")
+    threads: int | None = setting(None, "torch intra-op threads (default: adaptive on a CPU: all the cores this "
+                                  "process may use while the machine is quiet, minus the loader workers while "
+                                  "other processes compete)")
     seed: int = setting(0, "random seed (weights init, shuffling, augmentation)")
     hyp: dict = setting({}, "hyper-parameter overrides (--hyp FILE, --set key=value)", cli="")
     teacher: str | None = setting(None, "teacher checkpoint for self-distillation")

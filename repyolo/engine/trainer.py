@@ -47,7 +47,7 @@ from repyolo.utils.flops import count_gflops, count_params
 from repyolo.utils.logging import get_logger
 from repyolo.utils.paths import check_output_dir, claim_run_dir, ensure_writable_dir
 from repyolo.utils.seeding import rng_state, seed_everything, set_rng_state
-from repyolo.utils.threads import apply_threads
+from repyolo.utils.threads import apply_threads, thread_governor
 
 LOGGER = get_logger(__name__)
 DEFAULT_PROJECT, DEFAULT_NAME = "runs/train", "exp"
@@ -117,6 +117,11 @@ class Trainer:
         # intra-op threads: the cores this process may use minus its loader workers (logged)
         self.threads = apply_threads(args.threads, args.workers, who="train",
                                      processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        # unless the count was fixed: all cores while the machine is quiet, the count above when
+        # other processes compete (see repyolo.utils.threads)
+        self.governor = thread_governor(args.threads, args.workers, who="train",
+                                        processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) \
+            if self.device.type == "cpu" else None
         self.resume_ckpt = None
         self._tb = None
         run_dir = None
@@ -407,6 +412,8 @@ class Trainer:
             if i >= self.nb:
                 break
             it = i + self.nb * epoch
+            if self.governor is not None:
+                self.governor.tick()
             self.schedule.apply(self.optimizer, it, epoch)
             imgs = to_model_input(imgs.contiguous(memory_format=self.memory_format), self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,

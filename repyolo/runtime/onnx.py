@@ -33,7 +33,8 @@ class OnnxBackend(FileBackend):
     Args:
         path: the ``.onnx`` file (must carry repyolo metadata).
         device: ``'cpu'``, or ``'cuda'`` / ``'0'`` for the CUDA provider when onnxruntime has it.
-        threads: intra-op threads (``None`` = onnxruntime's default, all cores).
+        threads: intra-op threads (``None`` = onnxruntime's default, all cores); idle threads sleep
+            (no spinning).
     ``__call__(x (B, 3, H, W))`` -> ``(B, A, 4 + nc)`` float32 torch tensor; ``detect`` for ``--nms`` files.
     """
 
@@ -56,6 +57,10 @@ class OnnxBackend(FileBackend):
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: spinning burns the core that image decoding,
+        # drawing and other processes need (predict on 128 JPEGs: 11.2 -> 8.4 s quiet, 17 -> 14 s
+        # beside one CPU-bound process; BENCHMARKS.md, issue 17)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=_providers(str(device), ort))
         except Exception as exc:  # onnxruntime raises its own (pybind) exception types
