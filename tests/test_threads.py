@@ -126,3 +126,27 @@ def test_cpu_seconds_reads_this_machine():
         pass
     second = cpu_seconds()
     assert second[1] - first[1] >= 0.2 and second[0] - first[0] >= second[1] - first[1] - 0.05
+
+
+def test_proc_stat_fields_and_children_that_ended():
+    from repyolo.utils.threads import _proc_jiffies
+
+    # pid (comm, may hold spaces and parentheses) state ppid pgrp session tty tpgid flags
+    # minflt cminflt majflt cmajflt utime stime cutime cstime ...
+    line = "123 (my (odd) name) S 77 1 1 0 -1 0 0 0 0 0 500 120 40 10 20 0"
+    assert _proc_jiffies(line) == (77, 620)
+    assert _proc_jiffies(line, reaped_children=True) == (77, 670)
+
+
+def test_cpu_seconds_keep_the_time_of_children_that_ended():
+    import subprocess
+    import sys
+
+    from repyolo.utils.threads import cpu_seconds
+
+    if cpu_seconds() is None:
+        pytest.skip("no /proc on this system")
+    before = cpu_seconds()[1]
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert cpu_seconds()[1] - before >= 0.3  # the child ended, its time still counts as ours

@@ -134,22 +134,30 @@ def thread_scope(requested: int | None = None, workers: int = 0, who: str = "rep
             torch.set_num_threads(before)
 
 
-def _proc_jiffies(stat_line: str) -> tuple[int, int]:
-    """``(ppid, utime + stime)`` from a ``/proc/<pid>/stat`` line (the name may hold spaces)."""
-    fields = stat_line[stat_line.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12])
+def _proc_jiffies(stat_line: str, reaped_children: bool = False) -> tuple[int, int]:
+    """``(ppid, utime + stime)`` from a ``/proc/<pid>/stat`` line (the name may hold spaces);
+    ``reaped_children`` adds ``cutime + cstime`` (children that ended and were waited for)."""
+    fields = stat_line[stat_line.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return int(fields[1]), ticks
 
 
 def cpu_seconds(proc: Path = Path("/proc")) -> tuple[float, float] | None:
     """``(busy CPU seconds of the whole machine, CPU seconds of this process and its children)``
-    since boot, from ``/proc``; ``None`` where ``/proc`` is not readable (not Linux)."""
+    since boot, from ``/proc``; ``None`` where ``/proc`` is not readable (not Linux).
+
+    The children are the running ones (loader workers) plus those that ended and were waited for
+    (their time moves to this process's ``cutime``), so workers restarting every epoch do not make
+    their CPU time look like another process's."""
     try:
         hz = os.sysconf("SC_CLK_TCK")
         first = (proc / "stat").read_text().split("\n", 1)[0].split()
         values = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
         busy = sum(values) - values[3] - values[4]
         me = os.getpid()
-        own = _proc_jiffies((proc / "self" / "stat").read_text())[1]
+        own = _proc_jiffies((proc / "self" / "stat").read_text(), reaped_children=True)[1]
         for entry in proc.iterdir():
             if entry.name.isdigit() and int(entry.name) != me:
                 try:
