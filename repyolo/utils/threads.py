@@ -24,6 +24,7 @@ between the two counts, with hysteresis.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -215,7 +216,7 @@ class ThreadGovernor:
             return None
         self.threads = wanted
         self.setter(wanted)
-        level = 20 if wanted not in self._announced else 10  # INFO the first time, then DEBUG
+        level = logging.INFO if wanted not in self._announced else logging.DEBUG  # once loud, then quiet
         self._announced.add(wanted)
         LOGGER.log(level, "%s: %d intra-op thread(s) (other processes use %.1f core(s))", self.who, wanted,
                    self.others)
