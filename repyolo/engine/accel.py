@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from repyolo.errors import one_line
 from repyolo.utils.logging import get_logger
 
 LOGGER = get_logger(__name__)
@@ -84,8 +85,7 @@ class CompiledForward:
                 return self.compiled(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
                 self.failed = True
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                LOGGER.warning("torch.compile failed (%s): training continues without it", first)
+                LOGGER.warning("torch.compile failed (%s): training continues without it", one_line(exc))
         return self.model(*args, **kwargs)
 
 

@@ -103,11 +103,6 @@ class Predictor:
         x = to_model_input(torch.from_numpy(batch).permute(0, 3, 1, 2), self.device)
         return x.contiguous()
 
-    def preprocess(self, imgs: list[np.ndarray]) -> tuple[torch.Tensor, list[dict]]:
-        """RGB uint8 images -> float ``(B, 3, H, W)`` in 0..1 and their letterbox metas."""
-        boxed, metas = zip(*(self.letterbox(img) for img in imgs))
-        return self.stack(list(boxed)), list(metas)
-
     @torch.inference_mode()
     def predict_arrays(self, imgs: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
         """Detections ``(N, 6)`` float32 ``x1 y1 x2 y2 score class`` in original pixels for each
@@ -146,16 +141,15 @@ class Predictor:
                  "nms": (t3 - t2) * 1e3 / n}
         return out, speed
 
-    def _results(self, frames: list[Frame], boxed=None, metas=None, letterbox_ms: float = 0.0) -> list[Result]:
-        if boxed is None:
-            dets, speed = self.predict_arrays([f.img for f in frames])
-        else:
-            dets, speed = self._predict_boxed(boxed, metas, letterbox_ms)
+    def _results(self, prepared: list) -> list[tuple[Frame, Result]]:
+        """``(frame, Result)`` for a batch of :meth:`_prepared` items."""
+        frames, boxed, metas, ms = zip(*prepared)
+        dets, speed = self._predict_boxed(list(boxed), list(metas), sum(ms))
         names = self.names or [str(i) for i in range(int(max((d[:, 5].max() for d in dets if len(d)),
                                                                 default=-1)) + 1)]
-        return [Result(d[:, :4].astype(np.float32), d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), names,
-                       f.path, tuple(f.img.shape[:2]), f.img, f.index if f.kind in ("video", "stream") else None,
-                       dict(speed)) for d, f in zip(dets, frames)]
+        return [(f, Result(d[:, :4].astype(np.float32), d[:, 4].astype(np.float32), d[:, 5].astype(np.int64), names,
+                           f.path, tuple(f.img.shape[:2]), f.img, f.index if f.kind in ("video", "stream") else None,
+                           dict(speed))) for d, f in zip(dets, frames)]
 
     def _prepared(self, frames):
         """``(frame, letterboxed image, meta, letterbox ms)`` for each frame."""
@@ -179,16 +173,13 @@ class Predictor:
             for item in prepared:
                 pending.append(item)
                 if len(pending) >= self.batch_size or item[0].kind == "stream":
-                    frames, boxed, metas, ms = zip(*pending)
-                    for f, r in zip(frames, self._results(list(frames), list(boxed), list(metas), sum(ms))):
+                    for pair in self._results(pending):
                         count += 1
-                        yield f, r
+                        yield pair
                     pending = []
-            if pending:
-                frames, boxed, metas, ms = zip(*pending)
-                for f, r in zip(frames, self._results(list(frames), list(boxed), list(metas), sum(ms))):
-                    count += 1
-                    yield f, r
+            for pair in self._results(pending) if pending else []:
+                count += 1
+                yield pair
         finally:
             if isinstance(prepared, Prefetcher):
                 prepared.close()

@@ -115,13 +115,18 @@ class Trainer:
         self.rank, self.local_rank, self.world, self.device = setup_distributed(args.device)
         self.main = self.rank == 0
         # intra-op threads: the cores this process may use minus its loader workers (logged)
-        self.threads = apply_threads(args.threads, args.workers, who="train",
-                                     processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        self.threads = apply_threads(args.threads, args.workers, who="train", processes=local_procs)
         # unless the count was fixed: all cores while the machine is quiet, the count above when
         # other processes compete (see repyolo.utils.threads)
-        self.governor = thread_governor(args.threads, args.workers, who="train",
-                                        processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) \
+        self.governor = thread_governor(args.threads, args.workers, who="train", processes=local_procs) \
             if self.device.type == "cpu" else None
+        # built on first use and kept: seconds of the current epoch's phases, whether the val images
+        # are cached in RAM, the precise-BN loader and its collated batches
+        self.times: dict | None = None
+        self._val_cached: bool | None = None
+        self._bn_loader = None
+        self._bn_batches = None
         self.resume_ckpt = None
         self._tb = None
         run_dir = None
@@ -470,7 +475,7 @@ class Trainer:
         if self.recipe.bn_recal_images > 0:
             self._recalibrate_bn(model)
         t1 = time.perf_counter()
-        if getattr(self, "_val_cached", None) is None:
+        if self._val_cached is None:
             self._val_cached = _cache_in_ram(self.val_set, self.args.workers)
         fused = copy.deepcopy(model).eval().fuse()
         evaluator = Evaluator(dataset=self.val_set, batch_size=self.args.batch,
@@ -479,7 +484,7 @@ class Trainer:
                               save_dir=self.save_dir if final else None, plots=final, threads=self.threads,
                               progress=True)
         metrics = evaluator(fused)
-        times = getattr(self, "times", None)
+        times = self.times
         if times is not None:
             times["precise_bn"], times["val"] = t1 - t0, time.perf_counter() - t1
         return metrics
@@ -487,7 +492,7 @@ class Trainer:
     def _plain_train_loader(self, model: nn.Module):
         """Evaluation-style (letterboxed, un-augmented) training images in a fixed shuffled order, for
         BN statistics (built once)."""
-        if getattr(self, "_bn_loader", None) is None:
+        if self._bn_loader is None:
             ds = self.data.dataset("train", img_size=self.args.img, augment=False, batch_size=self.args.batch,
                                    stride=model.max_stride, names=list(model.names), prefix="BN statistics: ",
                                    label_cache=True)
@@ -499,7 +504,7 @@ class Trainer:
         """Precise BN on evaluation-style training images in a fixed order; the batches are collated
         once and kept in RAM when they fit, for every later evaluation."""
         n_batches = -(-self.recipe.bn_recal_images // self.args.batch)
-        if getattr(self, "_bn_batches", None) is None:
+        if self._bn_batches is None:
             loader = self._plain_train_loader(model)
             need = min(n_batches, len(loader)) * self.args.batch * 3 * self.args.img ** 2
             self._bn_batches = [b[:1] for b in itertools.islice(loader, n_batches)] \
@@ -551,7 +556,7 @@ class Trainer:
                "train/iou": round(float(losses[1]), 5), "train/dfl": round(float(losses[2]), 5),
                **{f"val/{k}": round(float(metrics[k]), 5) for k in ("map50", "map", "map75") if k in metrics},
                "time_s": round(elapsed, 1)}
-        times = getattr(self, "times", None) or {}
+        times = self.times or {}
         row.update({f"time/{k}_s": round(v, 2) for k, v in times.items()})
         path = self.save_dir / "results.csv"
         rows = list(csv.DictReader(path.open())) if path.exists() else []

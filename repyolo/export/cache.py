@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from repyolo.errors import one_line
 from repyolo.runtime import Backend, load_backend
 from repyolo.utils.logging import get_logger
 from repyolo.version import __version__
@@ -168,13 +169,12 @@ def open_fast_backend(weights, device="cpu", img_size: tuple[int, int] = (640, 6
             if _export(path, model_backend, onnx_path, json_path, fields, img_size) is None:
                 return model_backend
         except Exception as exc:  # noqa: BLE001 - any export problem: PyTorch runs
-            LOGGER.warning("ONNX Runtime export of %s failed (%s): using PyTorch", path,
-                           str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            LOGGER.warning("ONNX Runtime export of %s failed (%s): using PyTorch", path, one_line(exc))
             return model_backend
     try:
         backend = load_backend(onnx_path, dev, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a damaged cache entry is removed and PyTorch runs
-        LOGGER.warning("cached ONNX file %s unusable (%s): removed; using PyTorch", onnx_path, exc)
+        LOGGER.warning("cached ONNX file %s unusable (%s): removed; using PyTorch", onnx_path, one_line(exc))
         onnx_path.unlink(missing_ok=True)
         return torch_runtime()
     LOGGER.info("runtime: ONNX Runtime (cached export of %s; --runtime torch forces PyTorch)", path.name)
