@@ -8,4 +8,4 @@ python3 -m ruff check repyolo tests benchmarks scripts
 # one test process per core, at most 4 (each test runs one intra-op thread, tests/conftest.py; on 2 cores
 # 5.9 instead of 9.6 min); a module's tests stay in one process (--dist loadscope)
 workers=$(python3 -c "import os; n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(); print(max(1, min(4, n or 1)))")
-python3 -m pytest -q -p no:cacheprovider -n "$workers" --dist loadscope "$@"
+python3 -m pytest -q -p no:cacheprovider -n "$workers" --dist loadscope --no-loadscope-reorder "$@"

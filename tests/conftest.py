@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from repyolo.utils.memory import keep_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("REPYOLO_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 SHARED_WEIGHTS = Path(os.environ.get("REPYOLO_SHARED_WEIGHTS", REPO.parent / "shared" / "weights"))
@@ -18,6 +20,8 @@ SHARED_WEIGHTS = Path(os.environ.get("REPYOLO_SHARED_WEIGHTS", REPO.parent / "sh
 # one thread: on a loaded 2-core machine two OpenMP threads wait on each other (50-100x slower steps)
 torch.set_num_threads(1)
 os.environ.setdefault("REPYOLO_THREADS", "1")  # the thread policy of repyolo.utils.threads: same choice
+# freed tensor memory reused instead of unmapped (as in training: repyolo.utils.memory); less system time
+keep_freed_memory()
 # cached runtime exports (repyolo.export.cache) of the tests go to a throw-away folder, not ~/.cache
 os.environ.setdefault("REPYOLO_CACHE_DIR", tempfile.mkdtemp(prefix="repyolo-test-cache-"))
 
@@ -65,6 +69,20 @@ def tiny_model_yaml(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the slowest modules first: ``@pytest.mark.slow(seconds=N)`` (N: its rough duration on
+    2 cores, default 20) puts a module ahead of the others, longest first. pytest-xdist hands out
+    modules in this order (``scripts/test.sh`` passes ``--no-loadscope-reorder``), so a long test
+    starts at once instead of running alone at the end while the other workers idle."""
+    seconds: dict[str, float] = {}
+    for item in items:
+        mark = item.get_closest_marker("slow")
+        if mark is not None:
+            module = item.nodeid.split("::")[0]
+            seconds[module] = seconds.get(module, 0.0) + float(mark.kwargs.get("seconds", 20))
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))  # stable: modules stay whole
 
 
 @pytest.fixture(autouse=True)

@@ -20,11 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default=None, help="where to write the synthetic set (default: PROJECT/data)")
     p.add_argument("--model", default="yolov6-tiny", help="model to train (yolov6-tiny: yolov6n topology at 1/8 width)")
-    p.add_argument("--epochs", type=int, default=90, help="training epochs")
+    p.add_argument("--epochs", type=int, default=45, help="training epochs")
     p.add_argument("--img", type=int, default=192, help="image size of the synthetic set and of training")
     p.add_argument("--batch", type=int, default=16, help="batch size")
     p.add_argument("--n-train", type=int, default=400, help="synthetic training images")
     p.add_argument("--n-val", type=int, default=100, help="synthetic validation images")
+    p.add_argument("--optimizer", default="AdamW", choices=("SGD", "AdamW"),
+                   help="optimizer (AdamW learns the synthetic set ~2x faster than SGD)")
+    p.add_argument("--lr0", type=float, default=0.012,
+                   help="initial learning rate at batch 32 (the training recipe scales it to the batch)")
     p.add_argument("--workers", type=int, default=2, help="data loader workers")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the thread policy)")
     p.add_argument("--device", default="cpu", help="cpu, 0 (CUDA device) or cuda:N")
@@ -51,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
                                    seed=args.seed)
     LOGGER.info("2/4 training %s for %d epochs at %d px", args.model, args.epochs, args.img)
     model = YOLO(args.model, device=args.device)
-    # measured: without mosaic the tiny model learns the set ~2x faster
+    # measured (BENCHMARKS.md): without mosaic the tiny model learns the set ~2x faster, and AdamW
+    # at lr0 0.012 reaches in 40 epochs what SGD (lr0 0.04) reached in 90
     summary = model.train(data=str(data_yaml), epochs=args.epochs, img=args.img, batch=args.batch,
+                          optimizer=args.optimizer, lr0=args.lr0,
                           project=str(project), name="train", exist_ok=True, workers=args.workers,
                           threads=args.threads, seed=args.seed, mosaic=0.0, bf16=not args.fp32,
                           # two evaluations (half-way, to show progress, and the end): model selection

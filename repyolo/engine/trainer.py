@@ -45,6 +45,7 @@ from repyolo.ops.image import to_model_input
 from repyolo.utils.device import select_device
 from repyolo.utils.flops import count_gflops, count_params
 from repyolo.utils.logging import get_logger
+from repyolo.utils.memory import keep_freed_memory
 from repyolo.utils.paths import check_output_dir, claim_run_dir, ensure_writable_dir
 from repyolo.utils.seeding import rng_state, seed_everything, set_rng_state
 from repyolo.utils.threads import apply_threads, thread_governor
@@ -121,6 +122,8 @@ class Trainer:
         # other processes compete (see repyolo.utils.threads)
         self.governor = thread_governor(args.threads, args.workers, who="train", processes=local_procs) \
             if self.device.type == "cpu" else None
+        if self.device.type == "cpu":  # steps reuse freed activation memory (repyolo.utils.memory)
+            keep_freed_memory()
         # built on first use and kept: seconds of the current epoch's phases, whether the val images
         # are cached in RAM, the precise-BN loader and its collated batches
         self.times: dict | None = None

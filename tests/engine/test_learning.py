@@ -7,10 +7,13 @@ import yaml
 from repyolo.engine.trainer import TrainArgs, Trainer
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 @pytest.mark.real_data
 def test_overfit_real_images(coco128, tmp_path):
-    """yolov6n from scratch on 8 real COCO images at 320 px reaches mAP@0.5 >= 0.5 on them."""
+    """yolov6n from scratch on 8 real COCO images at 320 px reaches mAP@0.5 >= 0.5 on them.
+
+    bfloat16 autocast where the CPU has it natively (1.8x faster here; 0.544 after 100 epochs,
+    float32 elsewhere), so the real-data run also covers the bf16 training path end to end."""
     images = sorted((coco128 / "images" / "train").glob("*.jpg"))
     labelled = [p for p in images if (coco128 / "labels" / "train" / f"{p.stem}.txt").is_file()][:8]
     (tmp_path / "list.txt").write_text("".join(f"{p}\n" for p in labelled))
@@ -22,6 +25,6 @@ def test_overfit_real_images(coco128, tmp_path):
                close_mosaic=0)
     # one batch per epoch: decoded once (cache), no loader processes to start 100 times
     args = TrainArgs(model="yolov6n", data=str(data), epochs=100, img=320, batch=8, project=str(tmp_path),
-                     name="overfit", workers=0, cache="ram", seed=0, hyp=hyp, eval_interval=100)
+                     name="overfit", workers=0, cache="ram", seed=0, hyp=hyp, eval_interval=100, bf16=True)
     result = Trainer(args).train()
     assert result["map50"] >= 0.5, result

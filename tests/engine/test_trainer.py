@@ -80,7 +80,7 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "repyolo.cli", *args]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_resume_after_sigkill_matches_uninterrupted_run(synthetic_data, tiny_model_yaml, tmp_path):
     common = ["train", "--model", str(tiny_model_yaml), "--data", str(synthetic_data), "--epochs", "8", "--img",
               "64", "--batch", "4", "--workers", "1", "--project", str(tmp_path), "--exist-ok", "--no-val",
