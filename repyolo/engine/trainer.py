@@ -118,12 +118,12 @@ class Trainer:
         # intra-op threads: the cores this process may use minus its loader workers (logged)
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         self.threads = apply_threads(args.threads, args.workers, who="train", processes=local_procs)
-        # unless the count was fixed: all cores while the machine is quiet, the count above when
-        # other processes compete (see repyolo.utils.threads)
-        self.governor = thread_governor(args.threads, args.workers, who="train", processes=local_procs) \
-            if self.device.type == "cpu" else None
-        if self.device.type == "cpu":  # steps reuse freed activation memory (repyolo.utils.memory)
-            keep_freed_memory()
+        self.governor = None
+        if self.device.type == "cpu":
+            # unless the count was fixed: all cores while the machine is quiet, the count above when
+            # other processes compete (repyolo.utils.threads)
+            self.governor = thread_governor(args.threads, args.workers, who="train", processes=local_procs)
+            keep_freed_memory()  # steps reuse freed activation memory (repyolo.utils.memory)
         # built on first use and kept: seconds of the current epoch's phases, whether the val images
         # are cached in RAM, the precise-BN loader and its collated batches
         self.times: dict | None = None

@@ -20,6 +20,7 @@ turns the whole thing off.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -34,13 +35,11 @@ SETTINGS = {
     -3: ("MALLOC_MMAP_THRESHOLD_", 32 << 20),  # M_MMAP_THRESHOLD: glibc's maximum on 64-bit
 }
 
-_state: dict[str, object] = {}
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Apply :data:`SETTINGS` to this process once; True when glibc took them (or already had)."""
-    if "applied" in _state:
-        return bool(_state["applied"])
+    """Apply :data:`SETTINGS` to this process once (later calls return the first answer); True
+    when glibc took them."""
     applied = False
     reason = ""
     if os.environ.get("REPYOLO_MALLOC_TUNING", "1") == "0":
@@ -57,7 +56,6 @@ def keep_freed_memory() -> bool:
             chosen = {p: v for p, (env, v) in SETTINGS.items() if env not in os.environ}
             applied = all(mallopt(p, v) == 1 for p, v in chosen.items())
             reason = "" if applied else "mallopt refused a value"
-    _state["applied"] = applied
     if applied:
         LOGGER.debug("malloc: freed tensor memory kept for reuse (mmap threshold 32 MiB, trim threshold 2 GiB)")
     else:
