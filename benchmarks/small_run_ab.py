@@ -68,7 +68,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--extra", default="", help="more train options for both trees (one string)")
     ap.add_argument("--project", default=None, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--skip", nargs="+", default=[], metavar="SIDE:SEED",
+                    help="runs not to repeat, e.g. old:0 (one already measured on the same machine; say so)")
     args = ap.parse_args()
+    skip = {(s.split(":")[0], int(s.split(":")[1])) for s in args.skip}
     args.old, args.new = args.old.resolve(), args.new.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(args.project).resolve() if args.project else Path(tmp)
@@ -83,6 +86,8 @@ def main() -> None:
         results = {}
         for k, seed in enumerate(args.seeds):
             for side in (("old", "new") if k % 2 == 0 else ("new", "old")):
+                if (side, seed) in skip:
+                    continue
                 tree = args.old if side == "old" else args.new
                 results[(side, seed)] = r = run(tree, data, project, f"{side}_s{seed}", seed, args)
                 print(f"  {side} seed {seed}: {r['wall']:.0f} s, mAP@0.5 {r['map50']:.4f}", file=sys.stderr)
@@ -93,10 +98,15 @@ def main() -> None:
             split = " / ".join(f"{r['split'][k]:.1f}" for k in ("train", "precise_bn", "val")) if r["split"] else "-"
             print(f"| {side} | {seed} | {r['wall']:.0f} | {r['wall'] / args.epochs:.1f} | {split} | {r['evals']} | "
                   f"{r['best_epoch']} | {r['map50']:.4f} | {r['map']:.4f} |")
-        walls = {s: statistics.mean(results[(s, seed)]["wall"] for seed in args.seeds) for s in ("old", "new")}
-        maps = {s: [results[(s, seed)]["map"] for seed in args.seeds] for s in ("old", "new")}
-        print(f"mean wall new / old: {walls['new'] / walls['old']:.2f}; mAP@0.5:0.95 old {maps['old']} new "
-              f"{maps['new']}; load average after: {load_average()}")
+        paired = [seed for seed in args.seeds if ("old", seed) in results and ("new", seed) in results]
+        for seed in paired:
+            print(f"seed {seed}: wall new / old {results[('new', seed)]['wall'] / results[('old', seed)]['wall']:.2f}")
+        if paired:
+            walls = {s: statistics.mean(results[(s, seed)]["wall"] for seed in paired) for s in ("old", "new")}
+            maps = {s: [results[(s, seed)]["map"] for seed in paired] for s in ("old", "new")}
+            print(f"mean wall new / old over seeds {paired}: {walls['new'] / walls['old']:.2f}; mAP@0.5:0.95 old "
+                  f"{maps['old']} new {maps['new']}")
+        print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -170,9 +170,11 @@ class TrainArgs:
     teacher: str | None = setting(None, "teacher checkpoint for self-distillation")
     distill: bool = setting(False, "self-distillation from --teacher")
     sync_bn: bool = setting(False, "SyncBatchNorm under DDP")
-    amp: bool = setting(True, "mixed precision on CUDA (float16)", cli="--no-amp")
-    bf16: bool = setting(False, "bfloat16 autocast on a CPU with native bfloat16 (avx512_bf16 / AMX): ~1.8x faster "
-                         "steps, not float32's numbers (see BENCHMARKS.md)")
+    amp: bool = setting(True, "mixed precision: float16 autocast on CUDA, bfloat16 autocast on a CPU that computes "
+                        "bfloat16 natively (avx512_bf16 / AMX: ~1.8x faster steps); the loss, the head's "
+                        "predictions, the optimizer, the EMA and evaluation stay float32", cli="--no-amp")
+    bf16: bool | None = setting(None, "bfloat16 autocast on the CPU (default: with mixed precision where the CPU "
+                                "has it natively; --bf16 asks for it even with --no-amp)")
     channels_last: bool | None = setting(None, "channels-last memory format (default: on CUDA only; torch 2.13's "
                                          "CPU kernels corrupt memory with it)")
     compile: bool = setting(False, "torch.compile the training forward (minutes of compile time: long runs only; "

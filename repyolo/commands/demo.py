@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and of training")
     p.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     p.add_argument("--fp32", action="store_true",
-                   help="train in float32 (default: bfloat16 autocast where the CPU has it natively, ~1.8x faster)")
+                   help="train in float32 (default: mixed precision, i.e. bfloat16 autocast where the CPU has "
+                        "it natively, ~1.8x faster)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     summary = model.train(data=str(data_yaml), epochs=args.epochs, img=args.img, batch=args.batch,
                           optimizer=args.optimizer, lr0=args.lr0,
                           project=str(project), name="train", exist_ok=True, workers=args.workers,
-                          threads=args.threads, seed=args.seed, mosaic=0.0, bf16=not args.fp32,
+                          threads=args.threads, seed=args.seed, mosaic=0.0, amp=not args.fp32,
                           # two evaluations (half-way, to show progress, and the end): model selection
                           # needs no more on this set, whose mAP rises to the last epoch
                           eval_interval=max(args.epochs // 2, 1))

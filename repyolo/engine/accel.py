@@ -1,13 +1,14 @@
 """Training speed levers, each a separate switch: mixed precision, channels-last, torch.compile.
 
-* **Mixed precision**: float16 autocast with a GradScaler on CUDA (``TrainArgs.amp``, on by
-  default, as before); bfloat16 autocast on a CPU that computes bfloat16 natively
-  (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions run about twice as fast as float32)
-  only when asked for (``TrainArgs.bf16``, off by default: a 40-epoch run ended 4 points of
-  mAP@0.5 below float32 on one seed, not yet separated from seed noise; BENCHMARKS.md). The
-  loss always runs in float32 (:class:`~repyolo.loss.detection.DetectionLoss`), and so do the
-  optimizer, the EMA and evaluation; precise BN runs its convolutions in the training precision
-  (the statistics it collects are float32).
+* **Mixed precision** (``TrainArgs.amp``, on by default; ``--no-amp`` trains in float32): float16
+  autocast with a GradScaler on CUDA; bfloat16 autocast on a CPU that computes bfloat16 natively
+  (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions run about 1.8x as fast as float32;
+  elsewhere the CPU trains in float32). ``TrainArgs.bf16`` overrides the CPU choice either way.
+  The head's prediction convs (:mod:`repyolo.nn.head`) and the losses run in float32: bfloat16's
+  8-bit mantissa would round box distances to 1/16 stride, which cost ~4 points of mAP@0.5:0.95;
+  with them in float32, bfloat16 matched or beat float32 over seeds (BENCHMARKS.md). The
+  optimizer, the EMA and evaluation stay float32; precise BN runs its convolutions in the training
+  precision (the statistics it collects are float32).
 * **Channels-last** memory format (``TrainArgs.channels_last``, default: on CUDA only). On the
   CPU it is off by default: with torch 2.13, channels-last training of yolov6n corrupted the heap
   (glibc aborts, segfaults; measured with 1x1 stride-2 convolutions of few input channels and in
@@ -52,15 +53,21 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(torch.backends.mkldnn.is_available())
 
 
-def autocast_dtype(device: torch.device, amp: bool, bf16: bool = False,
+def autocast_dtype(device: torch.device, amp: bool, bf16: bool | None = None,
                    flags: frozenset[str] | None = None) -> torch.dtype | None:
-    """The autocast dtype of training on ``device``: float16 on CUDA when ``amp``; bfloat16 on a
-    CPU with native bfloat16 when ``bf16`` (else float32, with a warning); ``None`` = float32."""
+    """The autocast dtype of training on ``device``; ``None`` = float32.
+
+    CUDA: float16 when ``amp``. CPU: bfloat16 where the CPU computes it natively, when ``bf16`` is
+    ``True`` or when it is ``None`` (the default) and ``amp`` is on; ``bf16=False`` is float32. An
+    explicit ``bf16=True`` on a CPU without native bfloat16 trains in float32 with a warning
+    (emulated bfloat16 would be slower than float32)."""
     if device.type == "cuda":
         return torch.float16 if amp else None
-    if device.type == "cpu" and bf16:
-        if native_bf16(flags):
-            return torch.bfloat16
+    if device.type != "cpu" or bf16 is False or (bf16 is None and not amp):
+        return None
+    if native_bf16(flags):
+        return torch.bfloat16
+    if bf16:
         LOGGER.warning("--bf16: this CPU has no native bfloat16 (avx512_bf16 / AMX): training in float32")
     return None
 

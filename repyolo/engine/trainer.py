@@ -310,10 +310,11 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, args.amp, args.bf16)
         self.use_amp = self.amp_dtype is torch.float16  # float16 needs loss scaling, bfloat16 does not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        LOGGER.info("training precision: %s%s", {None: "float32", torch.float16: "float16 autocast",
-                                                  torch.bfloat16: "bfloat16 autocast (native on this CPU)"}
-                    [self.amp_dtype], "" if self.amp_dtype is not None or self.device.type != "cpu" or not
-                    native_bf16() else " (--bf16: bfloat16 autocast, ~1.8x faster on this CPU)")
+        LOGGER.info("training precision: %s", {
+            None: "float32" + (" (bfloat16 autocast, ~1.8x faster on this CPU, is off)" if self.device.type == "cpu"
+                               and native_bf16() else ""),
+            torch.float16: "float16 autocast (--no-amp for float32)",
+            torch.bfloat16: "bfloat16 autocast, native on this CPU (--no-amp for float32)"}[self.amp_dtype])
         self.start_epoch, self.best_fitness, self.step = 0, -1.0, 0
         if self.resume_ckpt:
             self._load_resume_state()
@@ -427,10 +428,12 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 out = self.forward(imgs)
-                loss, items = self.criterion(out, targets, epoch, imgs.shape[0])  # targets stay on the host
-                if self.distiller is not None:
-                    d_loss, _ = self.distiller(imgs, out, epoch + i / self.nb)  # alpha decays per iteration
-                    loss = loss + d_loss
+            # the losses run in float32 (the head's predictions already are, nn/head.py): the
+            # assigner's IoUs and the DFL expectation would lose digits in float16 / bfloat16
+            loss, items = self.criterion(out, targets, epoch, imgs.shape[0])  # targets stay on the host
+            if self.distiller is not None:
+                d_loss, _ = self.distiller(imgs, out, epoch + i / self.nb)  # alpha decays per iteration
+                loss = loss + d_loss
             bad |= ~torch.isfinite(loss.detach())
             loss_sum += items.detach().float()
             n += 1

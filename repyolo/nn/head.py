@@ -32,6 +32,19 @@ from repyolo.nn.lite import DPBlock
 from repyolo.ops.boxes import dfl_decode, dist2bbox, make_anchors
 
 
+def _predict(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A prediction conv ``(B, C, H, W) -> (B, C_out, H, W)`` in float32, also under autocast.
+
+    Under bfloat16 autocast (8-bit mantissa) a box distance of 8-16 strides would be rounded to
+    1/16 stride (0.5 px at stride 8, 2 px at stride 32) and every class logit to ~1/64; these
+    1x1 convs are a negligible share of the network's work, so they keep full precision. (Under
+    autocast the features arrive in the lower precision while the weights are float32.)"""
+    if x.dtype != conv.weight.dtype:
+        with torch.autocast(x.device.type, enabled=False):
+            return conv(x.to(conv.weight.dtype))
+    return conv(x)
+
+
 class EffiDeHead(nn.Module):
     """Decoupled head.
 
@@ -135,15 +148,15 @@ class EffiDeHead(nn.Module):
         cls_out, reg_out, dist_out, cls_ab, reg_ab = [], [], [], [], []
         for i, f in enumerate(feats):
             cls_feat, reg_feat = self._branches(i, f)
-            cls_out.append(self._flatten(self.cls_preds[i](cls_feat)))
-            reg_out.append(self._flatten(self.reg_preds[i](reg_feat)))
+            cls_out.append(self._flatten(_predict(self.cls_preds[i], cls_feat)))
+            reg_out.append(self._flatten(_predict(self.reg_preds[i], reg_feat)))
             if self.training:
                 if self.reg_preds_dist is not None:
-                    dist_out.append(self._flatten(self.reg_preds_dist[i](reg_feat)))
+                    dist_out.append(self._flatten(_predict(self.reg_preds_dist[i], reg_feat)))
                 if self.cls_preds_ab is not None:
                     b, _, h, w = cls_feat.shape
-                    c = self.cls_preds_ab[i](cls_feat).view(b, self.na, self.nc, h * w)
-                    r = self.reg_preds_ab[i](reg_feat).view(b, self.na, 4, h * w)
+                    c = _predict(self.cls_preds_ab[i], cls_feat).view(b, self.na, self.nc, h * w)
+                    r = _predict(self.reg_preds_ab[i], reg_feat).view(b, self.na, 4, h * w)
                     cls_ab.append(c.permute(0, 3, 1, 2).reshape(b, h * w * self.na, self.nc))
                     reg_ab.append(r.permute(0, 3, 1, 2).reshape(b, h * w * self.na, 4))
         cls = torch.cat(cls_out, 1)
