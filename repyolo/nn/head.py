@@ -37,11 +37,11 @@ def _predict(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
     Under bfloat16 autocast (8-bit mantissa) a box distance of 8-16 strides would be rounded to
     1/16 stride (0.5 px at stride 8, 2 px at stride 32) and every class logit to ~1/64; these
-    1x1 convs are a negligible share of the network's work, so they keep full precision. (Under
-    autocast the features arrive in the lower precision while the weights are float32.)"""
-    if x.dtype != conv.weight.dtype:
+    1x1 convs are a negligible share of the network's work, so they keep full precision. ``conv``
+    may be any module (QAT wraps it); a model cast to half precision without autocast is left as it is."""
+    if x.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
-            return conv(x.to(conv.weight.dtype))
+            return conv(x.float())
     return conv(x)
 
 
