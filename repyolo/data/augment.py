@@ -182,7 +182,7 @@ def clipped_quad_boxes(quads: np.ndarray, width: float, height: float) -> np.nda
     cands = [a]
     valid = [(a[..., 0] >= -eps) & (a[..., 0] <= width + eps) & (a[..., 1] >= -eps) & (a[..., 1] <= height + eps)]
     d = b - a
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # non-finite t: no crossing
         for axis, limit in ((0, 0.0), (0, width), (1, 0.0), (1, height)):
             t = (limit - a[..., axis]) / d[..., axis]
             p = a + t[..., None] * d

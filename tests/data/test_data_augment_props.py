@@ -2,12 +2,15 @@
 drawn (a filled rectangle's box equals its pixels' extent), and are never NaN or negative."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repyolo.data.augment import (
     augment_hsv,
+    clipped_quad_boxes,
     fliplr,
     flipud,
     letterbox,
@@ -194,3 +197,12 @@ def test_hsv_keeps_gray_gray_and_shape(level, hg, sg, vg, seed):
     assert int(out.max(-1).max()) - int(out.min(-1).min()) <= 2  # no hue appears out of gray
     same = augment_hsv(img.copy(), 0, 0, 0, np.random.default_rng(seed))
     assert (same == img).all()
+
+
+def test_degenerate_quad_edge_warns_nothing():
+    """An edge shorter than any normal float (what a strong shear can produce) is no border crossing:
+    no numpy overflow warning in the training log, and the box is the other corners'."""
+    quad = np.array([[[0, 5], [1e-310, 5], [20, 20], [0, 20]]], np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert clipped_quad_boxes(quad, 64, 64).tolist() == [[0, 5, 20, 20]]
