@@ -69,10 +69,10 @@ def _fp32_anchor_grid(head) -> None:
     an fp16 ``arange``). Patches this instance only (the exporter's private copy of the model)."""
     from repyolo.ops.boxes import make_anchors
 
-    def anchors(feats):
+    def anchors(feats, dtype=None):
         shapes = [tuple(f.shape[2:]) for f in feats]
         points, strides = make_anchors(shapes, head.strides, 0.5, feats[0].device, torch.float32)
-        return points.to(feats[0].dtype), strides.to(feats[0].dtype)
+        return points.to(dtype or feats[0].dtype), strides.to(dtype or feats[0].dtype)
 
     head.anchors = anchors
 

@@ -281,7 +281,8 @@ class SelfDistiller(nn.Module):
 
         total = self.weight_cls * kd_cls + self.weight_dfl * kd_dfl
         if self.adapters is not None:
-            cwd = sum(cwd_loss(adapt(s), t, self.cwd_tau)
+            # the student's features are bfloat16 / float16 under autocast; the adapters run in float32
+            cwd = sum(cwd_loss(adapt(s.float()), t, self.cwd_tau)
                       for adapt, s, t in zip(self.adapters, student_out["feats"], t_out["feats"]))
             self.last_cwd = cwd.detach()
             total = total + self.weight_cwd * cwd

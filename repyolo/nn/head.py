@@ -129,12 +129,13 @@ class EffiDeHead(nn.Module):
             self.proj.copy_(torch.linspace(0, self.reg_max, self.reg_max + 1))
             self.proj_conv.weight.copy_(self.proj.view(1, -1, 1, 1))
 
-    def anchors(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchor points ``(A, 2)`` (pixels) and strides ``(A, 1)`` for these feature maps (cached)."""
+    def anchors(self, feats: list[torch.Tensor], dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor points ``(A, 2)`` (pixels) and strides ``(A, 1)`` for these feature maps (cached), in
+        ``dtype`` (default: the features'). bfloat16 could not hold them: above 1024 px its steps are 8 px."""
         shapes = tuple(tuple(f.shape[2:]) for f in feats)
-        key = (shapes, feats[0].device, feats[0].dtype)
+        key = (shapes, feats[0].device, dtype or feats[0].dtype)
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-            return make_anchors(list(shapes), self.strides, 0.5, feats[0].device, feats[0].dtype)
+            return make_anchors(list(shapes), self.strides, 0.5, *key[1:])
         if key not in self._anchor_cache:
             self._anchor_cache = {key: make_anchors(list(shapes), self.strides, 0.5, *key[1:])}
         return self._anchor_cache[key]
@@ -161,7 +162,7 @@ class EffiDeHead(nn.Module):
                     reg_ab.append(r.permute(0, 3, 1, 2).reshape(b, h * w * self.na, 4))
         cls = torch.cat(cls_out, 1)
         reg = torch.cat(reg_out, 1)
-        points, strides = self.anchors(feats)
+        points, strides = self.anchors(feats, reg.dtype)  # float32 under autocast, like the predictions
         if self.training:
             out = {"cls": cls, "reg": reg, "anchors": points, "strides": strides, "feats": feats}
             if dist_out:

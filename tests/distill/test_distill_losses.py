@@ -212,6 +212,19 @@ def test_cwd_adapters_are_trainable_and_the_only_parameters(student, imgs):
     assert list(same.parameters()) == []  # equal widths: identity adapters
 
 
+def test_cwd_adapters_take_the_features_of_a_mixed_precision_forward(student, imgs):
+    """The trainer runs the forward under autocast and the losses outside it: bfloat16 student
+    features meet float32 adapters."""
+    wide = _teacher(5, width=0.25, aux_dist=True)
+    d = build_distiller(student, wide, {"distill_weight_cwd": 1.0}, 10, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = student.train()(imgs)
+    assert out["feats"][0].dtype == torch.bfloat16
+    loss, _ = d(imgs, out, 0)
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and float(d.last_cwd) > 0
+
+
 def test_unknown_class_mode_is_a_config_error(student):
     from repyolo.errors import ConfigError
 

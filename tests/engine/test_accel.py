@@ -47,7 +47,7 @@ def test_head_predictions_are_float32_under_bfloat16_autocast(tiny_model_yaml):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(torch.rand(2, 3, 64, 64))
     assert out["feats"][0].dtype == torch.bfloat16
-    assert out["cls"].dtype == out["reg"].dtype == torch.float32
+    assert out["cls"].dtype == out["reg"].dtype == out["anchors"].dtype == out["strides"].dtype == torch.float32
     assert not torch.equal(out["reg"], out["reg"].bfloat16().float())
 
 
