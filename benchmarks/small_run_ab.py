@@ -55,6 +55,14 @@ def run(tree: Path, data: str, project: Path, name: str, seed: int, args) -> dic
             "best_epoch": metrics.get("best_epoch"), "split": split, "evals": sum(1 for r in rows if r.get("val/map"))}
 
 
+def side_seed(text: str) -> tuple[str, int]:
+    """``old:0`` -> ``("old", 0)`` (an argparse type)."""
+    side, _, seed = text.partition(":")
+    if side not in ("old", "new") or not seed.isdigit():
+        raise argparse.ArgumentTypeError(f"expected old:SEED or new:SEED, got {text!r}")
+    return side, int(seed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", type=Path, default=default_old_tree())
@@ -68,10 +76,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--extra", default="", help="more train options for both trees (one string)")
     ap.add_argument("--project", default=None, help="keep the runs here (default: a temporary folder)")
-    ap.add_argument("--skip", nargs="+", default=[], metavar="SIDE:SEED",
+    ap.add_argument("--skip", nargs="+", type=side_seed, default=[], metavar="SIDE:SEED",
                     help="runs not to repeat, e.g. old:0 (one already measured on the same machine; say so)")
     args = ap.parse_args()
-    skip = {(s.split(":")[0], int(s.split(":")[1])) for s in args.skip}
+    skip = set(args.skip)
     args.old, args.new = args.old.resolve(), args.new.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(args.project).resolve() if args.project else Path(tmp)

@@ -5,10 +5,10 @@
   (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions run about 1.8x as fast as float32;
   elsewhere the CPU trains in float32). ``TrainArgs.bf16`` overrides the CPU choice either way.
   The head's prediction convs (:mod:`repyolo.nn.head`) and the losses run in float32: bfloat16's
-  8-bit mantissa would round box distances to 1/16 stride, which cost ~4 points of mAP@0.5:0.95;
-  with them in float32, bfloat16 matched or beat float32 over seeds (BENCHMARKS.md). The
-  optimizer, the EMA and evaluation stay float32; precise BN runs its convolutions in the training
-  precision (the statistics it collects are float32).
+  8-bit mantissa would round box distances to 1/16 stride (the demo, seed 0: mAP@0.5:0.95 0.619
+  instead of 0.672); with them in float32, bfloat16 matched or beat float32 over three seeds
+  (BENCHMARKS.md). The optimizer, the EMA and evaluation stay float32; precise BN runs its
+  convolutions in the training precision (the statistics it collects are float32).
 * **Channels-last** memory format (``TrainArgs.channels_last``, default: on CUDA only). On the
   CPU it is off by default: with torch 2.13, channels-last training of yolov6n corrupted the heap
   (glibc aborts, segfaults; measured with 1x1 stride-2 convolutions of few input channels and in

@@ -64,19 +64,6 @@ def _torch_to_onnx(module: torch.nn.Module, example: torch.Tensor, opset: int, o
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _fp32_anchor_grid(head) -> None:
-    """Make ``head`` build its anchor grid in float32 and cast it (the TorchScript exporter cannot emit
-    an fp16 ``arange``). Patches this instance only (the exporter's private copy of the model)."""
-    from repyolo.ops.boxes import make_anchors
-
-    def anchors(feats, dtype=None):
-        shapes = [tuple(f.shape[2:]) for f in feats]
-        points, strides = make_anchors(shapes, head.strides, 0.5, feats[0].device, torch.float32)
-        return points.to(dtype or feats[0].dtype), strides.to(dtype or feats[0].dtype)
-
-    head.anchors = anchors
-
-
 def simplify_onnx(proto, simplify: bool = True):
     """onnxslim the graph (constant folding, dead-node removal, fusions); fall back to the raw graph
     when onnxslim is missing or fails. Returns a ``ModelProto``."""
@@ -122,9 +109,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, metadata: dict, img_si
         module = End2End(model, **nms).eval()
         output_names = list(END2END_OUTPUTS)
     dtype = torch.float16 if half else torch.float32
-    module = module.to(dtype)
-    if half:
-        _fp32_anchor_grid(model.detect)
+    module = module.to(dtype)  # the head builds its anchor grid in float32 and casts it (fp16 arange)
     example = torch.zeros(batch, 3, *img_size, dtype=dtype)
     try:
         proto = _torch_to_onnx(module, example, opset, output_names, dynamic)

@@ -131,14 +131,23 @@ class EffiDeHead(nn.Module):
 
     def anchors(self, feats: list[torch.Tensor], dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Anchor points ``(A, 2)`` (pixels) and strides ``(A, 1)`` for these feature maps (cached), in
-        ``dtype`` (default: the features'). bfloat16 could not hold them: above 1024 px its steps are 8 px."""
+        ``dtype`` (default: the features'). The grid is built in float32 and cast: bfloat16 could not
+        hold it (above 1024 px its steps are 8 px), and the TorchScript ONNX exporter cannot emit a
+        float16 ``arange``."""
         shapes = tuple(tuple(f.shape[2:]) for f in feats)
         key = (shapes, feats[0].device, dtype or feats[0].dtype)
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-            return make_anchors(list(shapes), self.strides, 0.5, *key[1:])
+            return self._anchor_grid(*key)
         if key not in self._anchor_cache:
-            self._anchor_cache = {key: make_anchors(list(shapes), self.strides, 0.5, *key[1:])}
+            self._anchor_cache = {key: self._anchor_grid(*key)}
         return self._anchor_cache[key]
+
+    def _anchor_grid(self, shapes: tuple, device: torch.device, dtype: torch.dtype):
+        """:meth:`anchors` uncached."""
+        points, strides = make_anchors(list(shapes), self.strides, 0.5, device, torch.float32)
+        if dtype != torch.float32:
+            points, strides = points.to(dtype), strides.to(dtype)
+        return points, strides
 
     @staticmethod
     def _flatten(x: torch.Tensor) -> torch.Tensor:
